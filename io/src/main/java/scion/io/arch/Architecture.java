@@ -1,0 +1,118 @@
+package scion.io.arch;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.io.IOException;
+import java.io.InputStream;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Optional;
+import java.util.Set;
+import scion.io.Json;
+
+/**
+ * A transformer family described as data: its tensor names, their roles and axis spaces, and the few structural
+ * facts operators need (norm style, MLP style, position encoding). Loaded from {@code /scion/arch/<family>.json}.
+ *
+ * @param family the family id ({@code llama}, {@code bert}, ...)
+ * @param modelTypes the config.json {@code model_type} values it covers
+ * @param kind {@code causal_lm} or {@code encoder}
+ * @param norm {@code rms}, {@code rms_plus_one} (Gemma's {@code (1+γ)}), {@code layer} (pre-LN), {@code layer_post}
+ *     (post-LN, BERT)
+ * @param mlp {@code gated}, {@code gated_gelu}, {@code plain_gelu}, {@code plain_relu}
+ * @param position {@code rope} or {@code learned}
+ * @param positionOffset rows of the learned position table before position 0 (OPT: 2)
+ * @param embeddingScale {@code none} or {@code sqrt_hidden} (Gemma multiplies embeddings by √hidden)
+ * @param prefixes the module prefixes checkpoints use (e.g. {@code model.} for a CausalLM, none for a bare model)
+ * @param tieDefault whether embeddings are tied when config.json does not say
+ * @param ffnDefaultFactor intermediate size = factor × hidden when config.json does not say (gpt2's {@code n_inner})
+ * @param weights every tensor the family may hold
+ */
+public record Architecture(
+        String family,
+        List<String> modelTypes,
+        String kind,
+        String norm,
+        String mlp,
+        String position,
+        int positionOffset,
+        String embeddingScale,
+        List<String> prefixes,
+        boolean tieDefault,
+        int ffnDefaultFactor,
+        List<WeightSpec> weights) {
+
+    public boolean isCausalLm() {
+        return "causal_lm".equals(kind);
+    }
+
+    /** The entry with role {@code role} and no {@code {layer}} (e.g. the embedding), if any. */
+    public Optional<WeightSpec> global(Role role) {
+        for (WeightSpec w : weights) {
+            if (w.role() == role && !w.perLayer() && !w.bias()) {
+                return Optional.of(w);
+            }
+        }
+        return Optional.empty();
+    }
+
+    /** Reads an architecture resource. */
+    static Architecture load(String family) {
+        String path = "/scion/arch/" + family + ".json";
+        try (InputStream in = Architecture.class.getResourceAsStream(path)) {
+            if (in == null) {
+                throw new IllegalStateException("missing architecture resource " + path);
+            }
+            return fromJson(Json.mapper().readTree(in), path);
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot read architecture resource " + path, e);
+        }
+    }
+
+    private static final Set<String> WEIGHT_KEYS =
+            Set.of("name", "absolute", "role", "axes", "storage", "qkv_layout", "optional", "tied_to");
+
+    static Architecture fromJson(JsonNode n, String where) {
+        List<WeightSpec> ws = new ArrayList<>();
+        for (JsonNode w : n.get("weights")) {
+            for (Iterator<String> it = w.fieldNames(); it.hasNext(); ) {
+                String k = it.next();
+                if (!WEIGHT_KEYS.contains(k)) {
+                    throw new IllegalStateException(where + ": unknown key '" + k + "' in weight " + w);
+                }
+            }
+            String name = w.get("name").asText();
+            List<Axis> axes = new ArrayList<>();
+            for (JsonNode a : w.get("axes")) {
+                axes.add(Axis.fromId(a.asText()));
+            }
+            ws.add(new WeightSpec(
+                    name,
+                    w.path("absolute").asBoolean(false),
+                    Role.fromId(w.get("role").asText()),
+                    name.endsWith(".bias") && !w.get("role").asText().equals("buffer"),
+                    List.copyOf(axes),
+                    "in_out".equals(w.path("storage").asText("out_in")),
+                    Optional.ofNullable(w.get("qkv_layout")).map(JsonNode::asText),
+                    w.path("optional").asBoolean(false),
+                    Optional.ofNullable(w.get("tied_to")).map(JsonNode::asText)));
+        }
+        List<String> types = new ArrayList<>();
+        n.get("model_types").forEach(t -> types.add(t.asText()));
+        List<String> prefixes = new ArrayList<>();
+        n.get("prefixes").forEach(t -> prefixes.add(t.asText()));
+        return new Architecture(
+                n.get("family").asText(),
+                List.copyOf(types),
+                n.get("kind").asText(),
+                n.get("norm").asText(),
+                n.get("mlp").asText(),
+                n.get("position").asText(),
+                n.path("position_offset").asInt(0),
+                n.path("embedding_scale").asText("none"),
+                List.copyOf(prefixes),
+                n.get("tie_default").asBoolean(),
+                n.path("ffn_default_factor").asInt(0),
+                List.copyOf(ws));
+    }
+}
