@@ -41,9 +41,9 @@ public final class ModelConfig {
         TYPE_VOCAB("type_vocab_size"),
         NORM_EPS("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"),
         TIE_EMBEDDINGS("tie_word_embeddings"),
-        ROPE_THETA("rope_theta", "rotary_emb_base"),
-        ROPE_SCALING("rope_scaling"),
-        PARTIAL_ROTARY("partial_rotary_factor", "rotary_pct"),
+        ROPE_THETA("rope_theta", "rotary_emb_base", "rope_parameters.rope_theta"),
+        ROPE_SCALING("rope_scaling", "rope_parameters"),
+        PARTIAL_ROTARY("partial_rotary_factor", "rotary_pct", "rope_parameters.partial_rotary_factor"),
         DTYPE("torch_dtype", "dtype"),
         NAME("_name_or_path");
 
@@ -115,12 +115,20 @@ public final class ModelConfig {
             return Optional.of(Json.mapper().valueToTree(changes.get(f)));
         }
         for (String k : f.keys()) {
-            JsonNode v = json.get(k);
+            JsonNode v = at(json, k);
             if (v != null && !v.isNull()) {
                 return Optional.of(v);
             }
         }
         return Optional.empty();
+    }
+
+    private static JsonNode at(JsonNode node, String dottedKey) {
+        JsonNode v = node;
+        for (String part : dottedKey.split("\\.", -1)) {
+            v = v == null ? null : v.get(part);
+        }
+        return v;
     }
 
     /** The integer value of a field, if present; a non-integer is an error naming the key. */
@@ -174,7 +182,7 @@ public final class ModelConfig {
     /** The key this file uses for {@code f}, or the preferred key when absent. */
     public String keyFor(Field f) {
         for (String k : f.keys()) {
-            if (json.has(k)) {
+            if (at(json, k) != null) {
                 return k;
             }
         }
@@ -197,7 +205,13 @@ public final class ModelConfig {
     public String toJson() {
         ObjectNode out = json.deepCopy();
         for (Map.Entry<Field, Object> e : changes.entrySet()) {
-            out.set(keyFor(e.getKey()), Json.mapper().valueToTree(e.getValue()));
+            String[] path = keyFor(e.getKey()).split("\\.", -1);
+            ObjectNode parent = out;
+            for (int i = 0; i < path.length - 1; i++) {
+                JsonNode child = parent.get(path[i]);
+                parent = child instanceof ObjectNode ? (ObjectNode) child : parent.putObject(path[i]);
+            }
+            parent.set(path[path.length - 1], Json.mapper().valueToTree(e.getValue()));
         }
         try {
             return Json.mapper().writeValueAsString(out) + "\n";
