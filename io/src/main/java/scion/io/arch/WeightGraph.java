@@ -9,6 +9,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import java.util.regex.Pattern;
 import scion.io.Checkpoint;
 import scion.io.InvalidInputException;
@@ -73,11 +74,21 @@ public final class WeightGraph {
      * Maps every tensor of {@code ckpt} to its role under {@code arch}.
      *
      * @param aliases the HF name of stored tensors whose stored name differs (ONNX), by stored name
+     * @param notWeights stored tensors that are not parameters (ONNX shape constants), left out of the graph
      */
     public static WeightGraph build(
-            Checkpoint ckpt, Architecture arch, ModelConfig config, Map<String, Alias> aliases) {
+            Checkpoint ckpt,
+            Architecture arch,
+            ModelConfig config,
+            Map<String, Alias> aliases,
+            Set<String> notWeights) {
         Dims dims = Dims.of(arch, config);
-        List<Tensor> tensors = ckpt.tensors();
+        List<Tensor> tensors = new ArrayList<>();
+        for (Tensor t : ckpt.tensors()) {
+            if (!notWeights.contains(t.name())) {
+                tensors.add(t);
+            }
+        }
         String where = ckpt.location().getFileName().toString();
 
         // Choose the prefix under which most tensors match (a CausalLM saves "model.", a bare model none).

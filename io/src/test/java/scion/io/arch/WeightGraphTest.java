@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.junit.jupiter.api.Test;
 import scion.io.Checkpoint;
 import scion.io.InvalidInputException;
@@ -60,7 +61,9 @@ class WeightGraphTest {
                 continue;
             }
             for (int l = 0; l < (s.perLayer() ? d.layers() : 1); l++) {
-                long[] shape = s.axes().stream().mapToLong(a -> a == Axis.ANY ? d.hidden() : d.size(a)).toArray();
+                long[] shape = s.axes().stream()
+                        .mapToLong(a -> a == Axis.ANY ? d.hidden() : d.size(a))
+                        .toArray();
                 out.add(tensor(s.name(prefix, l), shape));
             }
         }
@@ -73,12 +76,14 @@ class WeightGraphTest {
         ModelConfig cfg = ModelConfig.parse(LLAMA_CONFIG, "config.json");
         Dims d = Dims.of(arch, cfg);
         assertEquals(8, d.kvHeads() * d.headDim());
-        WeightGraph g = WeightGraph.build(new MemCheckpoint(complete(arch, d, "model.")), arch, cfg, Map.of());
+        WeightGraph g =
+                WeightGraph.build(new MemCheckpoint(complete(arch, d, "model.")), arch, cfg, Map.of(), Set.of());
         assertEquals(3 + 9 * 2, g.weights().size());
         assertEquals("model.", g.prefix());
         assertEquals(2, g.byRole(Role.ATTN_Q).size());
         assertEquals(Role.LM_HEAD, g.find("lm_head.weight").orElseThrow().role());
-        assertEquals(1, g.find("model.layers.1.mlp.up_proj.weight").orElseThrow().layer());
+        assertEquals(
+                1, g.find("model.layers.1.mlp.up_proj.weight").orElseThrow().layer());
         long expected = 10 * 16 * 2 + 16 + 2 * (16 + 16 * 16 + 8 * 16 * 2 + 16 * 16 + 16 + 3 * 24 * 16);
         assertEquals(expected, g.parameterCount());
     }
@@ -92,7 +97,7 @@ class WeightGraphTest {
             ModelConfig cfg = ModelConfig.parse(cfgText, "config.json");
             Dims d = Dims.of(arch, cfg);
             WeightGraph g = WeightGraph.build(
-                    new MemCheckpoint(complete(arch, d, arch.prefixes().get(0))), arch, cfg, Map.of());
+                    new MemCheckpoint(complete(arch, d, arch.prefixes().get(0))), arch, cfg, Map.of(), Set.of());
             assertFalse(g.byRole(Role.EMBEDDING).isEmpty(), arch.family());
             assertTrue(g.weights().stream().allMatch(w -> w.role() != null), arch.family());
         }
@@ -104,17 +109,17 @@ class WeightGraphTest {
         ModelConfig cfg = ModelConfig.parse(LLAMA_CONFIG, "config.json");
         List<Tensor> ts = complete(arch, Dims.of(arch, cfg), "model.");
         ts.removeIf(t -> t.name().equals("model.layers.1.self_attn.k_proj.weight"));
-        ts.replaceAll(t -> t.name().equals("model.layers.0.mlp.up_proj.weight")
-                ? tensor(t.name(), 25, 16)
-                : t);
+        ts.replaceAll(t -> t.name().equals("model.layers.0.mlp.up_proj.weight") ? tensor(t.name(), 25, 16) : t);
         ts.add(tensor("model.layers.0.mlp.extra.weight", 3));
         ts.add(tensor("model.layers.2.mlp.up_proj.weight", 24, 16));
         InvalidInputException e = assertThrows(
-                InvalidInputException.class, () -> WeightGraph.build(new MemCheckpoint(ts), arch, cfg, Map.of()));
+                InvalidInputException.class,
+                () -> WeightGraph.build(new MemCheckpoint(ts), arch, cfg, Map.of(), Set.of()));
         String m = e.getMessage();
         assertTrue(m.startsWith("4 problems; "), m);
         assertTrue(m.contains("missing tensor 'model.layers.1.self_attn.k_proj.weight'"), m);
-        assertTrue(m.contains("'model.layers.0.mlp.up_proj.weight' has shape [25, 16]; config.json implies [24, 16]"), m);
+        assertTrue(
+                m.contains("'model.layers.0.mlp.up_proj.weight' has shape [25, 16]; config.json implies [24, 16]"), m);
         assertTrue(m.contains("'model.layers.0.mlp.extra.weight' is not part of the llama architecture"), m);
         assertTrue(m.contains("belongs to layer 2; expected layers 0..1"), m);
     }
@@ -126,18 +131,19 @@ class WeightGraphTest {
         List<Tensor> ts = complete(arch, Dims.of(arch, untied), "model.");
         ts.removeIf(t -> t.name().equals("lm_head.weight"));
         InvalidInputException e = assertThrows(
-                InvalidInputException.class, () -> WeightGraph.build(new MemCheckpoint(ts), arch, untied, Map.of()));
+                InvalidInputException.class,
+                () -> WeightGraph.build(new MemCheckpoint(ts), arch, untied, Map.of(), Set.of()));
         assertTrue(e.getMessage().contains("missing tensor 'lm_head.weight'"), e.getMessage());
         ModelConfig tied = untied.with(ModelConfig.Field.TIE_EMBEDDINGS, true);
-        WeightGraph g = WeightGraph.build(new MemCheckpoint(ts), arch, tied, Map.of());
+        WeightGraph g = WeightGraph.build(new MemCheckpoint(ts), arch, tied, Map.of(), Set.of());
         assertTrue(g.dims().tied());
         assertTrue(g.byRole(Role.LM_HEAD).isEmpty());
     }
 
     @Test
     void unknownModelTypeListsTheKnownOnes() {
-        InvalidInputException e = assertThrows(
-                InvalidInputException.class, () -> Architectures.forModelType("mamba", "x/config.json"));
+        InvalidInputException e =
+                assertThrows(InvalidInputException.class, () -> Architectures.forModelType("mamba", "x/config.json"));
         assertEquals(
                 "x/config.json: unsupported architecture (model_type); expected one of [llama, mistral, mixtral_dense,"
                         + " qwen2, gemma, gpt2, gpt_neox, opt, bert], found 'mamba'",
@@ -167,7 +173,8 @@ class WeightGraphTest {
         InvalidInputException e = assertThrows(
                 InvalidInputException.class,
                 () -> ModelConfig.parse("{\"hidden_size\": 1, \"hidden_size\": 2}", "dir/config.json"));
-        assertTrue(e.getMessage().startsWith("dir/config.json: not valid JSON; expected a JSON object, found "),
+        assertTrue(
+                e.getMessage().startsWith("dir/config.json: not valid JSON; expected a JSON object, found "),
                 e.getMessage());
         assertTrue(e.getMessage().contains("Duplicate field 'hidden_size'"), e.getMessage());
     }

