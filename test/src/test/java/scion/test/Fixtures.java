@@ -50,6 +50,12 @@ public final class Fixtures {
         }
     }
 
+    /** The repository root (tests run in {@code test/}). */
+    public static Path repoRoot() {
+        Path p = Path.of("").toAbsolutePath();
+        return Files.exists(p.resolve("test/fixtures")) ? p : p.getParent();
+    }
+
     /** The Hugging Face fixture folder of a family (config.json + model.safetensors + expected.json). */
     public static Path hf(String family) {
         return resource("hf/" + family);
