@@ -91,13 +91,18 @@ final class ConvertCommand implements Callable<Integer> {
                 }
                 if (shardSize != null) {
                     throw InvalidInputException.of(
-                            "--shard-size", "sharding applies to safetensors output", "no --shard-size for ONNX",
+                            "--shard-size",
+                            "sharding applies to safetensors output",
+                            "no --shard-size for ONNX",
                             shardSize);
                 }
                 OnnxWriter.ExternalData ext = OnnxWriter.ExternalData.parse(externalData);
                 params.put("external_data", ext.shortName());
                 Map<String, String> meta = Provenance.of(
-                        Scion.version(), "convert", params, Map.of(in.getFileName().toString(), m.checkpoint()));
+                        Scion.version(),
+                        "convert",
+                        params,
+                        Map.of(in.getFileName().toString(), m.checkpoint()));
                 OnnxWriter.Options opts = OnnxWriter.Options.defaults()
                         .withForce(force)
                         .withExternalData(ext)
@@ -119,7 +124,9 @@ final class ConvertCommand implements Callable<Integer> {
                 }
                 if (!"auto".equals(externalData)) {
                     throw InvalidInputException.of(
-                            "--external-data", "external data applies to ONNX output", "no --external-data",
+                            "--external-data",
+                            "external data applies to ONNX output",
+                            "no --external-data",
                             externalData);
                 }
                 long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : parseSize(shardSize);
@@ -154,7 +161,10 @@ final class ConvertCommand implements Callable<Integer> {
         boolean folder = !out.getFileName().toString().endsWith(".safetensors");
         if (!folder && shard != SafetensorsWriter.UNSHARDED) {
             throw InvalidInputException.of(
-                    out.toString(), "a sharded checkpoint needs an output folder", "a folder path", "a .safetensors file");
+                    out.toString(),
+                    "a sharded checkpoint needs an output folder",
+                    "a folder path",
+                    "a .safetensors file");
         }
         try (Progress bar = Progress.forTerminal("writing", total);
                 SafetensorsWriter.Output o = SafetensorsWriter.create()
@@ -243,8 +253,8 @@ final class ConvertCommand implements Callable<Integer> {
     static long parseSize(String s) {
         Matcher m = SIZE.matcher(s);
         if (!m.matches()) {
-            throw InvalidInputException.of("--shard-size", "not a size", "a number with an optional unit like 5GB or 2GiB",
-                    "'" + s + "'");
+            throw InvalidInputException.of(
+                    "--shard-size", "not a size", "a number with an optional unit like 5GB or 2GiB", "'" + s + "'");
         }
         double v = Double.parseDouble(m.group(1));
         String u = m.group(2).toLowerCase(Locale.ROOT);
@@ -253,7 +263,8 @@ final class ConvertCommand implements Callable<Integer> {
         int power = u.isEmpty() || u.equals("b") ? 0 : "kmgt".indexOf(u.charAt(0)) + 1;
         double bytes = v * Math.pow(base, power);
         if (bytes < 1 || bytes > Long.MAX_VALUE / 2) {
-            throw InvalidInputException.of("--shard-size", "size out of range", "between 1 byte and 4 EB", "'" + s + "'");
+            throw InvalidInputException.of(
+                    "--shard-size", "size out of range", "between 1 byte and 4 EB", "'" + s + "'");
         }
         return (long) bytes;
     }

@@ -53,9 +53,8 @@ final class DemoModels {
 
     static Path cacheRoot() {
         String xdg = System.getenv("XDG_CACHE_HOME");
-        Path base = xdg != null && !xdg.isEmpty()
-                ? Paths.get(xdg)
-                : Paths.get(System.getProperty("user.home"), ".cache");
+        Path base =
+                xdg != null && !xdg.isEmpty() ? Paths.get(xdg) : Paths.get(System.getProperty("user.home"), ".cache");
         return base.resolve("scion");
     }
 }

@@ -27,7 +27,10 @@ import scion.io.arch.WeightGraph;
         description = "Show a model's family, sizes, dtypes, parameters by role, files and provenance.",
         mixinStandardHelpOptions = true)
 final class InspectCommand implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "MODEL", description = "A Hugging Face folder, a .safetensors or an .onnx file.")
+    @Parameters(
+            index = "0",
+            paramLabel = "MODEL",
+            description = "A Hugging Face folder, a .safetensors or an .onnx file.")
     Path model;
 
     @Option(names = "--json", description = "Print one JSON object instead of text.")
@@ -95,7 +98,11 @@ final class InspectCommand implements Callable<Integer> {
         r.put("tensors_traced_through_graph", m.tracedCount());
         Map<String, Long> files = new LinkedHashMap<>();
         for (Path p : m.checkpoint().dataFiles()) {
-            files.put(m.location().toAbsolutePath().normalize().equals(p.toAbsolutePath().normalize())
+            files.put(
+                    m.location()
+                                    .toAbsolutePath()
+                                    .normalize()
+                                    .equals(p.toAbsolutePath().normalize())
                             ? p.getFileName().toString()
                             : relative(m.location(), p),
                     size(p));
@@ -106,9 +113,14 @@ final class InspectCommand implements Callable<Integer> {
     }
 
     private static String relative(Path location, Path p) {
-        Path base = Files.isDirectory(location) ? location : location.toAbsolutePath().getParent();
+        Path base = Files.isDirectory(location)
+                ? location
+                : location.toAbsolutePath().getParent();
         try {
-            return base.toAbsolutePath().normalize().relativize(p.toAbsolutePath().normalize()).toString();
+            return base.toAbsolutePath()
+                    .normalize()
+                    .relativize(p.toAbsolutePath().normalize())
+                    .toString();
         } catch (IllegalArgumentException e) {
             return p.toString();
         }
@@ -125,8 +137,10 @@ final class InspectCommand implements Callable<Integer> {
     @SuppressWarnings("unchecked")
     private static void printText(Map<String, Object> r, PrintWriter out) {
         out.printf(Locale.ROOT, "%s  (%s)%n", r.get("location"), r.get("format"));
-        row(out, "family", r.get("family") + " (" + r.get("kind") + ", norm " + r.get("norm") + ", mlp " + r.get("mlp")
-                + ")");
+        row(
+                out,
+                "family",
+                r.get("family") + " (" + r.get("kind") + ", norm " + r.get("norm") + ", mlp " + r.get("mlp") + ")");
         row(out, "layers", r.get("layers"));
         row(out, "hidden", r.get("hidden"));
         row(out, "heads", r.get("heads") + " × " + r.get("head_dim") + " (kv heads " + r.get("kv_heads") + ")");
@@ -140,19 +154,26 @@ final class InspectCommand implements Callable<Integer> {
         }
         StringBuilder dt = new StringBuilder();
         for (Map.Entry<String, Long> e : ((Map<String, Long>) r.get("dtypes")).entrySet()) {
-            dt.append(dt.length() > 0 ? ", " : "").append(e.getKey()).append(' ').append(count(e.getValue()));
+            dt.append(dt.length() > 0 ? ", " : "")
+                    .append(e.getKey())
+                    .append(' ')
+                    .append(count(e.getValue()));
         }
         row(out, "dtypes", dt + " elements");
         long params = (Long) r.get("parameters");
         row(out, "parameters", String.format(Locale.ROOT, "%.1f M (%,d)", params / 1e6, params));
         for (Map.Entry<String, Long> e : ((Map<String, Long>) r.get("parameters_by_role")).entrySet()) {
-            out.printf(Locale.ROOT, "    %-22s %,14d  %5.1f%%%n", e.getKey(), e.getValue(), 100.0 * e.getValue() / params);
+            out.printf(
+                    Locale.ROOT, "    %-22s %,14d  %5.1f%%%n", e.getKey(), e.getValue(), 100.0 * e.getValue() / params);
         }
         int traced = (Integer) r.get("tensors_traced_through_graph");
         int constants = (Integer) r.get("graph_constants");
-        row(out, "roles", r.get("tensors_with_role") + " of " + r.get("tensors") + " tensors assigned a role"
-                + (traced > 0 ? " (" + traced + " traced through the ONNX graph)" : "")
-                + (constants > 0 ? "; " + constants + " graph constants (shapes, axes) are not weights" : ""));
+        row(
+                out,
+                "roles",
+                r.get("tensors_with_role") + " of " + r.get("tensors") + " tensors assigned a role"
+                        + (traced > 0 ? " (" + traced + " traced through the ONNX graph)" : "")
+                        + (constants > 0 ? "; " + constants + " graph constants (shapes, axes) are not weights" : ""));
         Map<String, Long> files = (Map<String, Long>) r.get("files");
         String label = "files";
         for (Map.Entry<String, Long> e : files.entrySet()) {

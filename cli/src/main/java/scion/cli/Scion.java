@@ -76,7 +76,6 @@ public final class Scion implements Runnable {
             err.flush();
             return code;
         });
-        cl.setExitCodeExceptionMapper(ex -> ExitCodes.INTERNAL);
         return cl;
     }
 

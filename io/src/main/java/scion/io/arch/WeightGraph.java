@@ -129,7 +129,7 @@ public final class WeightGraph {
                 }
             }
             if (w == null) {
-                problems.add(where + ": tensor '" + t.name() + "'"
+                problems.add(fileOf(t, where) + ": tensor '" + t.name() + "'"
                         + (alias.name().equals(t.name()) ? "" : " (traced as '" + alias.name() + "')")
                         + " is not part of the " + arch.family() + " architecture; expected one of the "
                         + arch.weights().size() + " " + arch.family() + " tensor names under prefix '" + prefix
@@ -137,7 +137,7 @@ public final class WeightGraph {
                 continue;
             }
             if (w.layer() >= dims.layers()) {
-                problems.add(where + ": tensor '" + t.name() + "' belongs to layer " + w.layer()
+                problems.add(fileOf(t, where) + ": tensor '" + t.name() + "' belongs to layer " + w.layer()
                         + "; expected layers 0.."
                         + (dims.layers() - 1) + " (" + config.keyFor(ModelConfig.Field.LAYERS) + " = " + dims.layers()
                         + "), found layer " + w.layer());
@@ -212,10 +212,15 @@ public final class WeightGraph {
                 exp.append(i > 0 ? ", " : "").append(expected[i] < 0 ? "*" : Long.toString(expected[i]));
             }
             exp.append(']');
-            problems.add(where + ": tensor '" + w.tensor().name() + "' has shape "
-                    + Arrays.toString(w.tensor().shape()) + (w.transposed() ? " (stored transposed)" : "")
-                    + "; " + cfg.source() + " implies " + exp + " (" + axesText(axes) + ")");
+            problems.add(fileOf(w.tensor(), where) + ": tensor '" + w.tensor().name() + "' does not match "
+                    + cfg.source() + "; expected " + (w.transposed() ? "(transposed) " : "") + exp + " ("
+                    + axesText(axes) + "), found " + Arrays.toString(w.tensor().shape()));
         }
+    }
+
+    /** The file holding a tensor, for messages; the checkpoint's name for in-memory tensors. */
+    private static String fileOf(Tensor t, String fallback) {
+        return t.fileRegion().map(r -> r.path().getFileName().toString()).orElse(fallback);
     }
 
     private static String axesText(List<Axis> axes) {

@@ -119,7 +119,10 @@ class WeightGraphTest {
         assertTrue(m.startsWith("4 problems; "), m);
         assertTrue(m.contains("missing tensor 'model.layers.1.self_attn.k_proj.weight'"), m);
         assertTrue(
-                m.contains("'model.layers.0.mlp.up_proj.weight' has shape [25, 16]; config.json implies [24, 16]"), m);
+                m.contains(
+                        "'model.layers.0.mlp.up_proj.weight' does not match config.json; expected [24, 16] (ffn × residual),"
+                                + " found [25, 16]"),
+                m);
         assertTrue(m.contains("'model.layers.0.mlp.extra.weight' is not part of the llama architecture"), m);
         assertTrue(m.contains("belongs to layer 2; expected layers 0..1"), m);
     }

@@ -67,7 +67,8 @@ class ConvertCliTest {
             assertEquals("convert", b.checkpoint().metadata().get("scion.operator"));
             assertTrue(b.checkpoint().metadata().get("scion.input").startsWith("sharded sha256:"));
         }
-        JsonNode cfgIn = Json.mapper().readTree(Fixtures.hf("llama").resolve("config.json").toFile());
+        JsonNode cfgIn = Json.mapper()
+                .readTree(Fixtures.hf("llama").resolve("config.json").toFile());
         JsonNode cfgOut = Json.mapper().readTree(single.resolve("config.json").toFile());
         assertEquals(cfgIn, cfgOut, "config.json unchanged when nothing changed");
         assertTrue(Files.exists(single.resolve("scion-recipe.json")));
@@ -101,9 +102,12 @@ class ConvertCliTest {
                     assertEquals(HalfPrecisionOps.bf16ToF32(HalfPrecisionOps.f32ToBf16(a[i])), b[i], t.name());
                 }
             }
-            assertEquals("bfloat16", m.config().string(scion.io.config.ModelConfig.Field.DTYPE).orElseThrow());
+            assertEquals(
+                    "bfloat16",
+                    m.config().string(scion.io.config.ModelConfig.Field.DTYPE).orElseThrow());
         }
-        JsonNode cfgIn = Json.mapper().readTree(Fixtures.hf("qwen2").resolve("config.json").toFile());
+        JsonNode cfgIn = Json.mapper()
+                .readTree(Fixtures.hf("qwen2").resolve("config.json").toFile());
         JsonNode cfgOut = Json.mapper().readTree(out.resolve("config.json").toFile());
         ((com.fasterxml.jackson.databind.node.ObjectNode) cfgIn).put("dtype", "bfloat16");
         assertEquals(cfgIn, cfgOut, "only the dtype field changed");
@@ -178,7 +182,10 @@ class ConvertCliTest {
             assertEquals(0, r.code(), r.toString());
             Path script = Fixtures.repoRoot().resolve("test/fixtures/check_hf_load.py");
             Process p = new ProcessBuilder(
-                            python.toString(), script.toString(), out.toString(), "--reference",
+                            python.toString(),
+                            script.toString(),
+                            out.toString(),
+                            "--reference",
                             Fixtures.hf(family).toString())
                     .redirectErrorStream(true)
                     .start();

@@ -33,7 +33,9 @@ class InspectCliTest {
         assertEquals(22_565_376L, j.get("parameters").asLong());
         assertEquals(j.get("tensors").asInt(), j.get("tensors_with_role").asInt(), "every initializer has a role");
         assertEquals(36, j.get("tensors_traced_through_graph").asInt(), "6 layers × 6 anonymous MatMul weights");
-        assertEquals(6 * 384 * 384 + 6 * 384, j.get("parameters_by_role").get("attn_q").asLong());
+        assertEquals(
+                6 * 384 * 384 + 6 * 384,
+                j.get("parameters_by_role").get("attn_q").asLong());
     }
 
     @Test
