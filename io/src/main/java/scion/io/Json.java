@@ -1,6 +1,5 @@
 package scion.io;
 
-import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.core.json.JsonReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
@@ -21,10 +20,5 @@ public final class Json {
 
     public static ObjectMapper mapper() {
         return MAPPER;
-    }
-
-    /** Whether the parser in use rejects duplicate keys (documentation aid for tests). */
-    static boolean strict() {
-        return MAPPER.getFactory().isEnabled(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
     }
 }

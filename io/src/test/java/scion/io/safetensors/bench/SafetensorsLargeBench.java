@@ -1,7 +1,5 @@
 package scion.io.safetensors.bench;
 
-import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.List;
@@ -12,7 +10,6 @@ import scion.io.safetensors.SafetensorsCheckpoint;
 import scion.io.safetensors.SafetensorsReader;
 import scion.io.safetensors.SafetensorsWriter;
 import scion.io.tensor.DType;
-import scion.io.tensor.FileRegion;
 import scion.io.tensor.Tensor;
 
 /**
@@ -23,10 +20,8 @@ import scion.io.tensor.Tensor;
  *   <li>{@code write DIR SHARD_BYTES}: writes it sharded with {@link SafetensorsWriter} (default 2,000,000,000-byte
  *       shards: the big tensor gets a shard of its own).
  *   <li>{@code verify DIR}: opens {@code DIR} with {@link SafetensorsReader} and compares each tensor's CRC32C, read
- *       back through the mapped tensor ({@link Tensor#readBytes}), with the CRC32C of the generator's bytes. Exit
+ *       back through the tensor ({@link Tensor#readBytes}, positional reads), with the CRC32C of the generator's bytes. Exit
  *       code 1 on a mismatch.
- *   <li>{@code verify-channel DIR}: the same, reading each tensor's {@link FileRegion} (as the reader located it)
- *       with positional {@code FileChannel} reads instead of the mapping, so no file pages count toward the RSS.
  * </ul>
  */
 public final class SafetensorsLargeBench {
@@ -46,8 +41,7 @@ public final class SafetensorsLargeBench {
 
     public static void main(String[] args) {
         if (args.length < 2) {
-            System.err.println(
-                    "usage: SafetensorsLargeBench write DIR [SHARD_BYTES] | verify DIR | verify-channel DIR");
+            System.err.println("usage: SafetensorsLargeBench write DIR [SHARD_BYTES] | verify DIR");
             System.exit(2);
         }
         Path dir = Path.of(args[1]);
@@ -57,7 +51,7 @@ public final class SafetensorsLargeBench {
                 long shard = args.length > 2 ? Long.parseLong(args[2]) : 2_000_000_000L;
                 rc = write(dir, shard);
             } else {
-                rc = verify(dir, "verify-channel".equals(args[0]));
+                rc = verify(dir);
             }
             System.out.println(mem.report());
         }
@@ -95,7 +89,7 @@ public final class SafetensorsLargeBench {
         return done.get() == total ? 0 : 1;
     }
 
-    private static int verify(Path dir, boolean throughChannel) {
+    private static int verify(Path dir) {
         long t0 = System.nanoTime();
         int bad = 0;
         long bytes = 0;
@@ -111,7 +105,7 @@ public final class SafetensorsLargeBench {
                     continue;
                 }
                 long want = crc(g);
-                long got = throughChannel ? crcThroughChannel(t) : crc(t);
+                long got = crc(t);
                 bytes += t.byteSize();
                 System.out.printf(
                         Locale.ROOT,
@@ -134,28 +128,6 @@ public final class SafetensorsLargeBench {
                 s,
                 bad == 0 ? "all checksums match" : bad + " MISMATCHES");
         return bad == 0 ? 0 : 1;
-    }
-
-    /** CRC32C of the tensor's file region read with positional FileChannel reads (page cache, no mapping). */
-    private static long crcThroughChannel(Tensor t) {
-        FileRegion r = t.fileRegion().orElseThrow();
-        CRC32C crc = new CRC32C();
-        ByteBuffer b = ByteBuffer.allocateDirect(4 << 20);
-        try {
-            for (long pos = 0; pos < r.length(); pos += b.capacity()) {
-                b.clear().limit((int) Math.min(b.capacity(), r.length() - pos));
-                while (b.hasRemaining()) {
-                    if (r.channel().read(b, r.offset() + pos + b.position()) < 0) {
-                        throw new IOException("unexpected end of " + r.path());
-                    }
-                }
-                b.flip();
-                crc.update(b);
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-        return crc.getValue();
     }
 
     private static long crc(Tensor t) {
