@@ -100,6 +100,28 @@ class HalfPrecisionOpsTest {
     }
 
     @Test
+    void bulkDecodeEqualsTheScalarConversionForEveryPattern() {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(2 * 65536).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int h = 0; h < 65536; h++) {
+            b.putShort((short) h);
+        }
+        b.flip();
+        float[] out = new float[65536];
+        TensorOps.decode(DType.F16, b.duplicate(), out, 0, 65536);
+        for (int h = 0; h < 65536; h++) {
+            assertEquals(
+                    Float.floatToRawIntBits(HalfPrecisionOps.f16ToF32(h)), Float.floatToRawIntBits(out[h]), "f16 " + h);
+        }
+        TensorOps.decode(DType.BF16, b.duplicate(), out, 0, 65536);
+        for (int h = 0; h < 65536; h++) {
+            assertEquals(
+                    Float.floatToRawIntBits(HalfPrecisionOps.bf16ToF32(h)),
+                    Float.floatToRawIntBits(out[h]),
+                    "bf16 " + h);
+        }
+    }
+
+    @Test
     void specialValues() {
         assertEquals(0x7c00, HalfPrecisionOps.f32ToF16(70000f) & 0xffff, "overflow to +inf");
         assertEquals(0xfc00, HalfPrecisionOps.f32ToF16(Float.NEGATIVE_INFINITY) & 0xffff);
