@@ -166,6 +166,15 @@ public final class OnnxWriter {
         return write(source, rewritten, replacements, destination, options, OnnxReader.MAX_PROTOBUF_BYTES);
     }
 
+    /**
+     * Writes a freshly built model (no source file): every initializer's bytes come from {@code initializers} by name,
+     * its dtype and shape from that tensor; its TensorProto in {@code model} only contributes its name (a stub).
+     */
+    public static Written write(ModelProto model, Map<String, Tensor> initializers, Path destination, Options options) {
+        OnnxModel empty = new OnnxModel(destination, model, List.of(), Set.of(), Map.of(), List.of(), List.of());
+        return write(empty, model, initializers, destination, options);
+    }
+
     /** As above with a smaller protobuf size limit, so tests can exercise the automatic switch to external data. */
     static Written write(
             OnnxModel source,

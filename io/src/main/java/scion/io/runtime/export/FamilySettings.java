@@ -1,0 +1,375 @@
+package scion.io.runtime.export;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Optional;
+import scion.io.InvalidInputException;
+import scion.io.Model;
+import scion.io.arch.Architecture;
+import scion.io.arch.Dims;
+import scion.io.config.ModelConfig;
+import scion.io.config.ModelConfig.Field;
+
+/**
+ * What the exported graph computes for one model, read from its architecture and config.json the way Hugging Face
+ * transformers 5 reads them: norm kind and epsilon, activation, residual layout, positions, RoPE inverse frequencies,
+ * attention scale and sliding windows per layer. Everything it cannot reproduce is collected and refused at once.
+ */
+final class FamilySettings {
+    enum Norm {
+        /** {@code x / sqrt(mean(x²) + eps) · γ}. */
+        RMS,
+        /** Gemma: {@code x / sqrt(mean(x²) + eps) · (1 + γ)}. */
+        RMS_PLUS_ONE,
+        /** LayerNorm with weight and bias. */
+        LAYER
+    }
+
+    enum Activation {
+        SILU,
+        /** {@code 0.5·x·(1 + erf(x/√2))}: transformers' {@code gelu}. */
+        GELU_ERF,
+        /** {@code 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))}: {@code gelu_new}, {@code gelu_pytorch_tanh}. */
+        GELU_TANH,
+        /** {@code x·σ(1.702·x)}. */
+        QUICK_GELU,
+        RELU
+    }
+
+    enum Positions {
+        /** Rotary embeddings at positions 0..S-1. */
+        ROPE,
+        /** A learned table at positions 0..S-1 (gpt2, bert). */
+        LEARNED,
+        /** OPT: a learned table at {@code cumsum(mask)·mask − 1 + offset}. */
+        LEARNED_FROM_MASK
+    }
+
+    final String family;
+    final boolean causal;
+    final Norm norm;
+    /** Post-LN blocks: {@code x = LN(x + f(x))} (bert, OPT with {@code do_layer_norm_before = false}). */
+    final boolean postLn;
+    /** GPT-NeoX: {@code x + attn(ln1(x)) + mlp(ln2(x))}. */
+    final boolean parallelResidual;
+
+    final Activation activation;
+    final boolean gated;
+    final float eps;
+    /** Gemma multiplies token embeddings by √hidden; 0 for none. */
+    final float embeddingScale;
+
+    final Positions positions;
+    final int positionOffset;
+    /** RoPE: the inverse frequencies ({@code rotaryDim / 2} of them); null without RoPE. */
+    final float[] invFreq;
+
+    final int rotaryDim;
+    /** Per layer: the sliding attention window (a key is seen when {@code q − k < window}), 0 for none. */
+    final int[] window;
+    /** Per layer: the factor on {@code q·kᵀ}. */
+    final float[] attentionScale;
+    /** OPT multiplies the query by the scale before {@code q·kᵀ} (transformers keeps that order). */
+    final boolean scaleQuery;
+
+    final boolean tokenTypes;
+
+    private FamilySettings(Builder b) {
+        family = b.family;
+        causal = b.causal;
+        norm = b.norm;
+        postLn = b.postLn;
+        parallelResidual = b.parallelResidual;
+        activation = b.activation;
+        gated = b.gated;
+        eps = b.eps;
+        embeddingScale = b.embeddingScale;
+        positions = b.positions;
+        positionOffset = b.positionOffset;
+        invFreq = b.invFreq;
+        rotaryDim = b.rotaryDim;
+        window = b.window;
+        attentionScale = b.attentionScale;
+        scaleQuery = b.scaleQuery;
+        tokenTypes = b.tokenTypes;
+    }
+
+    private static final class Builder {
+        String family;
+        boolean causal;
+        Norm norm;
+        boolean postLn;
+        boolean parallelResidual;
+        Activation activation;
+        boolean gated;
+        float eps;
+        float embeddingScale;
+        Positions positions;
+        int positionOffset;
+        float[] invFreq;
+        int rotaryDim;
+        int[] window;
+        float[] attentionScale;
+        boolean scaleQuery;
+        boolean tokenTypes;
+    }
+
+    /** Reads the settings; every unsupported setting is reported in one {@link InvalidInputException}. */
+    static FamilySettings of(Model model) {
+        Architecture arch = model.graph().architecture();
+        ModelConfig cfg = model.config();
+        Dims d = model.graph().dims();
+        String where = cfg.source();
+        List<String> problems = new ArrayList<>();
+        Builder b = new Builder();
+        b.family = arch.family();
+        b.causal = arch.isCausalLm();
+        b.tokenTypes = arch.weights().stream().anyMatch(w -> w.role() == scion.io.arch.Role.TOKEN_TYPE_EMBEDDING);
+        switch (arch.norm()) {
+            case "rms":
+                b.norm = Norm.RMS;
+                break;
+            case "rms_plus_one":
+                b.norm = Norm.RMS_PLUS_ONE;
+                break;
+            case "layer":
+                b.norm = Norm.LAYER;
+                break;
+            case "layer_post":
+                b.norm = Norm.LAYER;
+                b.postLn = true;
+                break;
+            default:
+                problems.add("norm '" + arch.norm() + "' of family " + arch.family() + " is not supported by export");
+        }
+        double defaultEps = b.norm == Norm.LAYER ? ("bert".equals(b.family) ? 1e-12 : 1e-5) : 1e-6;
+        // OPT's nn.LayerNorm never reads an epsilon from config.json.
+        b.eps = "opt".equals(b.family)
+                ? 1e-5f
+                : (float) cfg.number(Field.NORM_EPS).orElse(defaultEps).doubleValue();
+        b.gated = arch.mlp().startsWith("gated");
+        b.activation = activation(cfg, arch, problems);
+        b.embeddingScale = "sqrt_hidden".equals(arch.embeddingScale()) ? (float) Math.sqrt(d.hidden()) : 0f;
+
+        if ("gpt_neox".equals(b.family)) {
+            b.parallelResidual = flag(cfg, "use_parallel_residual", true, problems, where);
+        }
+        b.scaleQuery = "opt".equals(b.family);
+        if ("opt".equals(b.family)) {
+            if (!flag(cfg, "do_layer_norm_before", true, problems, where)) {
+                b.postLn = true;
+            }
+            if (!flag(cfg, "layer_norm_elementwise_affine", true, problems, where)) {
+                problems.add("layer_norm_elementwise_affine = false (LayerNorm without weights) is not supported");
+            }
+        }
+        if ("bert".equals(b.family)) {
+            String pet =
+                    cfg.get("position_embedding_type").map(JsonNode::asText).orElse("absolute");
+            if (!"absolute".equals(pet)) {
+                problems.add("position_embedding_type '" + pet + "' is not supported; expected 'absolute'");
+            }
+            if (flag(cfg, "is_decoder", false, problems, where)) {
+                problems.add("is_decoder = true (a causal BERT) is not supported; expected an encoder");
+            }
+        }
+
+        if ("rope".equals(arch.position())) {
+            b.positions = Positions.ROPE;
+            rope(b, cfg, d, problems);
+        } else {
+            b.positions = "opt".equals(b.family) ? Positions.LEARNED_FROM_MASK : Positions.LEARNED;
+            b.positionOffset = arch.positionOffset();
+        }
+
+        b.attentionScale = new float[d.layers()];
+        double scale = 1.0 / Math.sqrt(d.headDim());
+        if ("gpt2".equals(b.family) && !flag(cfg, "scale_attn_weights", true, problems, where)) {
+            scale = 1.0;
+        }
+        boolean byLayer =
+                "gpt2".equals(b.family) && flag(cfg, "scale_attn_by_inverse_layer_idx", false, problems, where);
+        for (int l = 0; l < d.layers(); l++) {
+            b.attentionScale[l] = (float) (byLayer ? scale / (l + 1) : scale);
+        }
+        b.window = windows(b.family, cfg, d.layers(), problems);
+
+        if (!problems.isEmpty()) {
+            throw new InvalidInputException(where + ": cannot export this " + arch.family() + " model to ONNX; "
+                    + String.join("; ", problems) + "; expected the settings of the transformers " + arch.family()
+                    + " implementation that export reproduces");
+        }
+        return new FamilySettings(b);
+    }
+
+    private static boolean flag(ModelConfig cfg, String key, boolean dflt, List<String> problems, String where) {
+        Optional<JsonNode> v = cfg.get(key);
+        if (v.isEmpty()) {
+            return dflt;
+        }
+        if (!v.get().isBoolean()) {
+            problems.add("field '" + key + "' is " + v.get() + ", not a boolean");
+            return dflt;
+        }
+        return v.get().booleanValue();
+    }
+
+    private static Activation activation(ModelConfig cfg, Architecture arch, List<String> problems) {
+        String name = null;
+        for (String key : List.of("hidden_activation", "hidden_act", "activation_function")) {
+            Optional<JsonNode> v = cfg.get(key);
+            if (v.isPresent() && v.get().isTextual()) {
+                name = v.get().asText();
+                break;
+            }
+        }
+        if (name == null) {
+            switch (arch.family()) {
+                case "gemma":
+                    name = "gelu_pytorch_tanh";
+                    break;
+                case "gpt2":
+                    name = "gelu_new";
+                    break;
+                case "opt":
+                    name = "relu";
+                    break;
+                default:
+                    name = arch.mlp().equals("gated") ? "silu" : "gelu";
+            }
+        }
+        switch (name.toLowerCase(Locale.ROOT)) {
+            case "silu":
+            case "swish":
+                return Activation.SILU;
+            case "gelu":
+                return Activation.GELU_ERF;
+            case "gelu_new":
+            case "gelu_pytorch_tanh":
+            case "gelu_fast":
+                return Activation.GELU_TANH;
+            case "quick_gelu":
+                return Activation.QUICK_GELU;
+            case "relu":
+                return Activation.RELU;
+            default:
+                problems.add("activation '" + name
+                        + "' is not supported (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast,"
+                        + " quick_gelu, relu)");
+                return Activation.SILU;
+        }
+    }
+
+    /** The RoPE parameters object: {@code rope_parameters} (transformers 5) or {@code rope_scaling} (older). */
+    private static Optional<JsonNode> ropeParameters(ModelConfig cfg) {
+        for (String key : List.of("rope_parameters", "rope_scaling")) {
+            Optional<JsonNode> v = cfg.get(key);
+            if (v.isPresent() && v.get().isObject()) {
+                return v;
+            }
+        }
+        return Optional.empty();
+    }
+
+    private static void rope(Builder b, ModelConfig cfg, Dims d, List<String> problems) {
+        double theta = cfg.number(Field.ROPE_THETA).orElse(10000.0);
+        double partial = cfg.number(Field.PARTIAL_ROTARY).orElse(1.0);
+        int dim = (int) (d.headDim() * partial);
+        if (dim <= 0 || dim % 2 != 0 || dim > d.headDim()) {
+            problems.add("rotary dimension " + dim + " (head_dim " + d.headDim() + " × partial_rotary_factor " + partial
+                    + ") is not an even number in 2.." + d.headDim());
+            return;
+        }
+        // transformers: inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)), in float32.
+        float[] inv = new float[dim / 2];
+        for (int i = 0; i < inv.length; i++) {
+            float exponent = (float) (2 * i) / (float) dim;
+            inv[i] = 1.0f / (float) Math.pow((float) theta, exponent);
+        }
+        Optional<JsonNode> params = ropeParameters(cfg);
+        String type = params.map(p -> p.path("rope_type").asText(p.path("type").asText("default")))
+                .orElse("default");
+        switch (type) {
+            case "default":
+                break;
+            case "linear": {
+                double factor = params.get().path("factor").asDouble(0);
+                if (factor <= 0) {
+                    problems.add("rope type 'linear' needs a positive 'factor'");
+                    break;
+                }
+                for (int i = 0; i < inv.length; i++) {
+                    inv[i] = (float) (inv[i] / factor);
+                }
+                break;
+            }
+            case "llama3":
+                llama3(inv, params.get(), problems);
+                break;
+            default:
+                problems.add("rope type '" + type + "' is not supported (supported: default, linear, llama3)");
+        }
+        b.invFreq = inv;
+        b.rotaryDim = dim;
+    }
+
+    /** transformers' {@code _compute_llama3_parameters}: long wavelengths divided by the factor, a smooth band. */
+    private static void llama3(float[] inv, JsonNode p, List<String> problems) {
+        for (String k : List.of("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")) {
+            if (!p.path(k).isNumber()) {
+                problems.add("rope type 'llama3' needs a numeric '" + k + "'");
+                return;
+            }
+        }
+        double factor = p.get("factor").asDouble();
+        double low = p.get("low_freq_factor").asDouble();
+        double high = p.get("high_freq_factor").asDouble();
+        double old = p.get("original_max_position_embeddings").asDouble();
+        double lowWavelen = old / low;
+        double highWavelen = old / high;
+        for (int i = 0; i < inv.length; i++) {
+            float f = inv[i];
+            float wavelen = (float) (2 * Math.PI / f);
+            float scaled = wavelen > lowWavelen ? (float) (f / factor) : f;
+            if (!(wavelen < highWavelen) && !(wavelen > lowWavelen)) {
+                float smooth = (float) ((old / wavelen - low) / (high - low));
+                scaled = (float) ((1 - smooth) * scaled / factor + smooth * scaled);
+            }
+            inv[i] = scaled;
+        }
+    }
+
+    private static int[] windows(String family, ModelConfig cfg, int layers, List<String> problems) {
+        int[] w = new int[layers];
+        Optional<JsonNode> sw = cfg.get("sliding_window");
+        if (sw.isEmpty()) {
+            return w;
+        }
+        if (!sw.get().canConvertToInt() || sw.get().asInt() <= 0) {
+            problems.add("sliding_window " + sw.get() + " is not a positive integer");
+            return w;
+        }
+        int window = sw.get().asInt();
+        if ("mistral".equals(family)) {
+            java.util.Arrays.fill(w, window);
+        } else if ("qwen2".equals(family)) {
+            Optional<JsonNode> use = cfg.get("use_sliding_window");
+            if (use.isEmpty() || !use.get().asBoolean(false)) {
+                return w;
+            }
+            Optional<JsonNode> types = cfg.get("layer_types");
+            int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
+            for (int l = 0; l < layers; l++) {
+                boolean sliding = types.isPresent()
+                                && types.get().isArray()
+                                && l < types.get().size()
+                        ? "sliding_attention".equals(types.get().get(l).asText())
+                        : l >= from;
+                w[l] = sliding ? window : 0;
+            }
+        }
+        return w;
+    }
+}
