@@ -197,9 +197,15 @@ final class FamilySettings {
         b.window = windows(b.family, cfg, d.layers(), problems);
 
         if (!problems.isEmpty()) {
-            throw new InvalidInputException(where + ": cannot export this " + arch.family() + " model to ONNX; "
-                    + String.join("; ", problems) + "; expected the settings of the transformers " + arch.family()
-                    + " implementation that export reproduces");
+            throw InvalidInputException.of(
+                    where,
+                    "cannot export this " + arch.family() + " model to ONNX ("
+                            + (problems.size() == 1
+                                    ? "1 unsupported setting"
+                                    : problems.size() + " unsupported settings")
+                            + ")",
+                    "the settings of transformers' " + arch.family() + " that the export reproduces",
+                    String.join("; ", problems));
         }
         return new FamilySettings(b);
     }

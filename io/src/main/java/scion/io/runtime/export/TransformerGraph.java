@@ -196,7 +196,7 @@ final class TransformerGraph {
         return out;
     }
 
-    /** A weight used whole (norms, biases, Conv1D weights): one float32 value. */
+    /** A weight used whole (norms, biases): one float32 value. */
     private String single(Weight w) {
         List<Block> b = blocks(w);
         if (b.size() != 1) {
@@ -235,11 +235,15 @@ final class TransformerGraph {
     // -------------------------------------------------------------------------------------------------------------
     // Building blocks
 
-    /** {@code x·Wᵀ + b} for {@code x} {@code [N, in]}; a weight split by rows gives column blocks, concatenated. */
+    /**
+     * {@code x·Wᵀ + b} for {@code x} {@code [N, in]} and {@code W} {@code [out, in]} (or {@code x·W + b} for a
+     * Conv1D {@code [in, out]}). A weight split by rows gives column blocks of the output, concatenated ({@code [out,
+     * in]}), or partial products over slices of the input, summed ({@code [in, out]}).
+     */
     private String linear(String scope, String x, Weight w, Weight bias) {
         boolean inOut = w.spec().inOut();
         String b = bias == null ? null : single(bias);
-        List<Block> parts = inOut ? List.of(new Block(single(w), 0)) : blocks(w);
+        List<Block> parts = blocks(w);
         if (parts.size() == 1) {
             List<String> in = b == null
                     ? List.of(x, parts.get(0).value())
@@ -247,11 +251,21 @@ final class TransformerGraph {
             return g.op(scope, "Gemm", in, attr("transB", inOut ? 0 : 1));
         }
         List<String> outs = new ArrayList<>();
+        long start = 0;
         for (Block p : parts) {
-            outs.add(g.op(scope, "Gemm", List.of(x, p.value()), attr("transB", 1)));
+            if (inOut) {
+                String xs = g.op(
+                        scope,
+                        "Slice",
+                        List.of(x, g.ints(false, start), g.ints(false, start + p.rows()), g.ints(false, 1)));
+                outs.add(g.op(scope, "Gemm", List.of(xs, p.value()), attr("transB", 0)));
+            } else {
+                outs.add(g.op(scope, "Gemm", List.of(x, p.value()), attr("transB", 1)));
+            }
+            start += p.rows();
         }
-        String cat = g.op(scope, "Concat", outs, attr("axis", 1));
-        return b == null ? cat : g.op(scope, "Add", List.of(cat, b));
+        String y = inOut ? g.op(scope, "Sum", outs) : g.op(scope, "Concat", outs, attr("axis", 1));
+        return b == null ? y : g.op(scope, "Add", List.of(y, b));
     }
 
     private Weight bias(int layer, Role role) {
