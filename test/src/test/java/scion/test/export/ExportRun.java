@@ -102,11 +102,16 @@ final class ExportRun {
         return o;
     }
 
-    /** Opens the exported model in memory and runs it; returns every output flattened. */
+    /** Opens the exported model without a written file and runs it; returns every output flattened. */
     static Map<String, float[]> runInMemory(Exported e, Map<String, long[][]> inputs) throws OrtException {
+        return runInMemory(e, inputs, OnnxExporter.Handover.FILE_REFERENCES);
+    }
+
+    static Map<String, float[]> runInMemory(Exported e, Map<String, long[][]> inputs, OnnxExporter.Handover how)
+            throws OrtException {
         OrtEnvironment env = OrtEnvironment.getEnvironment();
         try (OrtSession.SessionOptions o = options();
-                OrtSession s = OnnxExporter.openSession(env, e, o)) {
+                OrtSession s = OnnxExporter.openSession(env, e, o, how)) {
             return run(env, s, inputs);
         }
     }

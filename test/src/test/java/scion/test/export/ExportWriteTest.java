@@ -9,8 +9,11 @@ import ai.onnx.proto.OnnxMl.TensorProto;
 import ai.onnxruntime.OrtEnvironment;
 import ai.onnxruntime.OrtSession;
 import com.fasterxml.jackson.databind.JsonNode;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.LinkedHashMap;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -22,6 +25,7 @@ import scion.io.onnx.OnnxReader;
 import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.export.OnnxExporter;
 import scion.io.runtime.export.OnnxExporter.Exported;
+import scion.io.tensor.BufferTensor;
 import scion.io.tensor.DType;
 import scion.io.tensor.Tensor;
 import scion.test.Fixtures;
@@ -67,7 +71,15 @@ class ExportWriteTest {
             }
 
             Map<String, long[][]> inputs = ExportRun.fixtureInputs(e, expected);
-            Map<String, float[]> memory = ExportRun.runInMemory(e, inputs);
+            Map<String, float[]> memory = ExportRun.runInMemory(e, inputs, OnnxExporter.Handover.MEMORY);
+            Map<String, float[]> references = ExportRun.runInMemory(e, inputs, OnnxExporter.Handover.FILE_REFERENCES);
+            // In-memory copies of the weights (no file behind them) go through addExternalInitializers either way.
+            Map<String, Tensor> copies = new LinkedHashMap<>();
+            for (Map.Entry<String, Tensor> t : e.initializers().entrySet()) {
+                copies.put(t.getKey(), copy(t.getValue()));
+            }
+            Map<String, float[]> fromCopies = ExportRun.runInMemory(
+                    new Exported(e.model(), copies), inputs, OnnxExporter.Handover.FILE_REFERENCES);
             OrtEnvironment env = OrtEnvironment.getEnvironment();
             Map<String, float[]> file;
             try (OrtSession.SessionOptions o = ExportRun.options();
@@ -77,11 +89,22 @@ class ExportWriteTest {
             assertEquals(memory.keySet(), file.keySet());
             for (String k : memory.keySet()) {
                 assertArrayEquals(memory.get(k), file.get(k), k + ": file and in-memory outputs differ");
+                assertArrayEquals(references.get(k), file.get(k), k + ": file and file-reference outputs differ");
+                assertArrayEquals(fromCopies.get(k), file.get(k), k + ": file and copied-weight outputs differ");
             }
             String name = expected.get("output_name").asText();
             float[] ref = ExportRun.flat(expected.get("outputs").get(name).get("data"));
             assertTrue(ExportRun.relativeError(file.get(name), ref) <= ExportEquivalenceTest.TOLERANCE);
         }
+    }
+
+    private static Tensor copy(Tensor t) {
+        ByteBuffer b = ByteBuffer.allocate((int) t.byteSize()).order(ByteOrder.LITTLE_ENDIAN);
+        t.readBytes(0, b);
+        b.flip();
+        BufferTensor c = new BufferTensor(t.name(), t.dtype(), t.shape(), b);
+        assertTrue(c.fileRegion().isEmpty());
+        return c;
     }
 
     @Test
@@ -117,7 +140,10 @@ class ExportWriteTest {
             }
             Map<String, long[][]> inputs = ExportRun.fixtureInputs(one, expected);
             String name = expected.get("output_name").asText();
-            float[] a = ExportRun.runInMemory(split, inputs).get(name);
+            float[] a = ExportRun.runInMemory(split, inputs, OnnxExporter.Handover.MEMORY)
+                    .get(name);
+            float[] a2 = ExportRun.runInMemory(split, inputs).get(name);
+            assertArrayEquals(a, a2, "row blocks from memory and by file reference");
             float[] b = ExportRun.runInMemory(one, inputs).get(name);
             // Gather is exact; a split Gemm sums each output element over the same inputs, so the two agree to a
             // few float32 ulps at most (kernel blocking may differ with the matrix width).

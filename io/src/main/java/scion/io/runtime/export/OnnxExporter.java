@@ -1,8 +1,10 @@
 package scion.io.runtime.export;
 
+import ai.onnx.proto.OnnxMl.GraphProto;
 import ai.onnx.proto.OnnxMl.ModelProto;
 import ai.onnx.proto.OnnxMl.OperatorSetIdProto;
 import ai.onnx.proto.OnnxMl.StringStringEntryProto;
+import ai.onnx.proto.OnnxMl.TensorProto;
 import ai.onnx.proto.OnnxMl.ValueInfoProto;
 import ai.onnxruntime.OnnxJavaType;
 import ai.onnxruntime.OnnxTensor;
@@ -60,11 +62,11 @@ import scion.io.tensor.Tensor;
  * linear layer concatenates its column blocks, a split embedding gathers per block and selects with {@code Where}.
  *
  * <p><b>Two ways to run it.</b> {@link #write} streams it through {@link OnnxWriter} (atomic; external data by default;
- * provenance in {@code metadata_props}). {@link #openSession} runs it without writing anything: each weight's file
- * region is mapped and handed to ONNX Runtime through {@code SessionOptions.addExternalInitializers}; ONNX Runtime
- * copies them into its own memory while the session is created, so the process holds the weights once (ONNX
- * Runtime's copy) plus the mapped pages it read, which the kernel may drop. ONNX models are refused: they are
- * runnable already.
+ * provenance in {@code metadata_props}). {@link #openSession} runs it without writing anything: by default the stubs
+ * are pointed at the weights' regions in the checkpoint's own files, which ONNX Runtime reads as external data (the
+ * weights are held once, by ONNX Runtime); weights without a file, or on request all of them, are handed over from
+ * memory through {@code SessionOptions.addExternalInitializers} (see {@link Handover}). ONNX models are refused: they
+ * are runnable already.
  */
 public final class OnnxExporter {
     /** The default-domain opset of exported graphs (native LayerNormalization). */
@@ -219,27 +221,98 @@ public final class OnnxExporter {
         return OnnxWriter.write(exported.model(), exported.initializers(), destination, w);
     }
 
-    /**
-     * Opens an ONNX Runtime session on an exported model without writing a weight file: every initializer is handed
-     * over from memory through {@link OrtSession.SessionOptions#addExternalInitializers} (file-backed weights as
-     * mappings of their file regions, others copied into a direct buffer). ONNX Runtime copies them while it creates
-     * the session; the tensors handed over are closed before this returns. {@code opts} now refers to them: use it for
-     * this one session and close it afterwards.
-     */
+    /** How {@link #openSession} hands the weights to ONNX Runtime. */
+    public enum Handover {
+        /**
+         * Weights stored unchanged in files (safetensors shards) are referenced in place as ONNX external data: each
+         * stub's location, offset and length point into the checkpoint file, and ONNX Runtime reads them itself (from
+         * the folder named by the session option {@value #EXTERNAL_FOLDER_KEY}), exactly as from a written {@code
+         * .onnx.data} file; any other weight goes {@link #MEMORY}. The process holds the weights once.
+         */
+        FILE_REFERENCES,
+        /**
+         * Every weight is handed over from memory through {@code SessionOptions.addExternalInitializers}: a read-only
+         * mapping of its file region (or a direct-buffer copy of an in-memory tensor). ONNX Runtime copies them while
+         * it creates the session, so the mapped pages it read stay resident besides its copy until the mappings are
+         * collected: about twice the weights at the peak, half of it page cache the kernel may drop.
+         */
+        MEMORY
+    }
+
+    /** The ONNX Runtime session option naming the folder of external data for a model loaded from bytes. */
+    public static final String EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path";
+
+    /** {@link #openSession(OrtEnvironment, Exported, OrtSession.SessionOptions, Handover)} with file references. */
     public static OrtSession openSession(OrtEnvironment env, Exported exported, OrtSession.SessionOptions opts)
             throws OrtException {
+        return openSession(env, exported, opts, Handover.FILE_REFERENCES);
+    }
+
+    /**
+     * Opens an ONNX Runtime session on an exported model without writing a weight file. Measured on a 2.58 GB float32
+     * checkpoint ({@code test/bench/export-large.sh}): peak RSS 2.5 GiB with {@link Handover#FILE_REFERENCES} (the
+     * weights once, as when running a written file), 5.2 GiB with {@link Handover#MEMORY}.
+     *
+     * <p>{@code opts} is changed (the external-data folder entry, or the initializers added from memory, which refer
+     * to buffers released when this returns): use it for this one session only, and close it afterwards.
+     */
+    public static OrtSession openSession(
+            OrtEnvironment env, Exported exported, OrtSession.SessionOptions opts, Handover how) throws OrtException {
+        ModelProto model = exported.model();
+        Map<String, Tensor> fromMemory = new LinkedHashMap<>(exported.initializers());
+        if (how == Handover.FILE_REFERENCES) {
+            Optional<Path> folder = commonFolder(exported.initializers().values());
+            if (folder.isPresent()) {
+                ModelProto.Builder b = model.toBuilder();
+                GraphProto.Builder g = b.getGraphBuilder();
+                for (int i = 0; i < g.getInitializerCount(); i++) {
+                    TensorProto.Builder stub = g.getInitializerBuilder(i);
+                    Optional<FileRegion> r =
+                            exported.initializers().get(stub.getName()).fileRegion();
+                    if (r.isPresent() && folder.get().equals(folderOf(r.get()))) {
+                        stub.clearExternalData()
+                                .addExternalData(entry(
+                                        "location", r.get().path().getFileName().toString()))
+                                .addExternalData(
+                                        entry("offset", Long.toString(r.get().offset())))
+                                .addExternalData(
+                                        entry("length", Long.toString(r.get().length())));
+                        fromMemory.remove(stub.getName());
+                    }
+                }
+                model = b.build();
+                opts.addConfigEntry(EXTERNAL_FOLDER_KEY, folder.get().toString());
+            }
+        }
         Map<String, OnnxTensorLike> tensors = new LinkedHashMap<>();
         try {
-            for (Map.Entry<String, Tensor> e : exported.initializers().entrySet()) {
+            for (Map.Entry<String, Tensor> e : fromMemory.entrySet()) {
                 tensors.put(e.getKey(), ortTensor(env, e.getKey(), e.getValue()));
             }
             opts.addExternalInitializers(tensors);
-            return env.createSession(exported.model().toByteArray(), opts);
+            return env.createSession(model.toByteArray(), opts);
         } finally {
             for (OnnxTensorLike t : tensors.values()) {
                 t.close();
             }
         }
+    }
+
+    private static Path folderOf(FileRegion r) {
+        return r.path().toAbsolutePath().normalize().getParent();
+    }
+
+    /** The folder holding the most file-backed weights (shards sit side by side), if any weight is file-backed. */
+    private static Optional<Path> commonFolder(Iterable<Tensor> tensors) {
+        Map<Path, Integer> count = new LinkedHashMap<>();
+        for (Tensor t : tensors) {
+            t.fileRegion().ifPresent(r -> count.merge(folderOf(r), 1, Integer::sum));
+        }
+        return count.entrySet().stream().max(Map.Entry.comparingByValue()).map(Map.Entry::getKey);
+    }
+
+    private static StringStringEntryProto entry(String k, String v) {
+        return StringStringEntryProto.newBuilder().setKey(k).setValue(v).build();
     }
 
     private static OnnxTensor ortTensor(OrtEnvironment env, String name, Tensor t) throws OrtException {
