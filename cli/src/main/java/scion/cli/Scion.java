@@ -15,7 +15,13 @@ import scion.io.UnavailableException;
         mixinStandardHelpOptions = true,
         versionProvider = Scion.Version.class,
         description = "Grow, compress and merge transformer checkpoints (safetensors folders and ONNX files).",
-        subcommands = {InspectCommand.class, ConvertCommand.class, DemoCommand.class},
+        subcommands = {
+            InspectCommand.class,
+            ConvertCommand.class,
+            DemoCommand.class,
+            ValidateCommand.class,
+            EvalCommand.class
+        },
         footer = {
             "",
             "Exit codes: 0 ok, 1 internal error, 2 usage error, 3 invalid input, 4 check failed, 5 unavailable."
