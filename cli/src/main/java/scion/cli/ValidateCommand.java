@@ -62,6 +62,12 @@ final class ValidateCommand implements Callable<Integer> {
                     "Timed passes of the first batch per model; the median is reported (default: ${DEFAULT-VALUE}).")
     int latencyRuns;
 
+    @Option(
+            names = "--residual-stream",
+            description = "Safetensors models: also compare the residual stream entering every layer (outputs"
+                    + " hidden_states.0 … hidden_states.L of the export; copy by copy for grown models).")
+    boolean residualStream;
+
     @Option(names = "--json", description = "Print one JSON object instead of text.")
     boolean json;
 
@@ -141,8 +147,8 @@ final class ValidateCommand implements Callable<Integer> {
         }
         Device device = inputs.device();
         Validation.Report report;
-        try (RuntimeModel r = RuntimeModel.open(ref, device);
-                RuntimeModel c = RuntimeModel.open(cand, device)) {
+        try (RuntimeModel r = RuntimeModel.open(ref, device, residualStream);
+                RuntimeModel c = RuntimeModel.open(cand, device, residualStream)) {
             TokenInputs in = inputs.request().build(List.of(r, c));
             report = Validation.run(r, c, in, new Validation.Options(inputs.batch, latencyRuns, gate));
         }

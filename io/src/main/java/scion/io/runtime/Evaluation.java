@@ -102,7 +102,8 @@ public final class Evaluation {
     /** Runs {@code m} over {@code inputs} in batches of at most {@code batchSize} sequences of equal length. */
     public static Report run(RuntimeModel m, TokenInputs inputs, int batchSize) {
         boolean lm = m.info().kind() == RuntimeModel.Kind.CAUSAL_LM;
-        List<List<TokenInputs.Sequence>> batches = Validation.batches(inputs.sequences(), batchSize);
+        List<List<TokenInputs.Sequence>> batches =
+                Validation.batches(inputs.sequences(), batchSize, Validation.width(m));
         Reservoir nlls = new Reservoir(200_000, 1, 4);
         double nllSum = 0;
         long scored = 0;

@@ -125,6 +125,15 @@ public final class RuntimeModel implements AutoCloseable {
      * memory ({@link OnnxExporter#export}, weights handed to ONNX Runtime from the mapped files, nothing written).
      */
     public static RuntimeModel open(Path location, Device device) {
+        return open(location, device, false);
+    }
+
+    /**
+     * {@link #open(Path, Device)}; with {@code residualStream}, a safetensors model is exported with the residual
+     * stream entering every layer (and after the last) as extra outputs {@code hidden_states.0 … hidden_states.L}
+     * (ONNX files run with the outputs they have).
+     */
+    public static RuntimeModel open(Path location, Device device, boolean residualStream) {
         Info info;
         SessionFactory.Opened opened;
         String where;
@@ -134,7 +143,8 @@ public final class RuntimeModel implements AutoCloseable {
             if (m.format() == Model.Format.ONNX) {
                 opened = SessionFactory.open(m.location(), device);
             } else {
-                OnnxExporter.Exported ex = OnnxExporter.export(m, OnnxExporter.Options.defaults());
+                OnnxExporter.Exported ex = OnnxExporter.export(
+                        m, OnnxExporter.Options.defaults().withResidualStreamOutputs(residualStream));
                 OrtEnvironment env = OrtEnvironment.getEnvironment();
                 opened = SessionFactory.open(device, where, opts -> OnnxExporter.openSession(env, ex, opts));
             }

@@ -108,7 +108,7 @@ public final class Validation {
                     ref.info().vocab() + " tokens like REF",
                     cand.info().vocab());
         }
-        List<List<TokenInputs.Sequence>> batches = batches(inputs.sequences(), o.batchSize());
+        List<List<TokenInputs.Sequence>> batches = batches(inputs.sequences(), o.batchSize(), width(ref, cand));
         Map<String, String> pairs = null;
         List<String> unmatched = new ArrayList<>();
         Map<String, OutputComparison> cmp = new LinkedHashMap<>();
@@ -223,6 +223,17 @@ public final class Validation {
                 verdict);
     }
 
+    /** The widest output row to expect: the vocabulary of causal LMs (their logits), else 0 (no cap). */
+    static int width(RuntimeModel... models) {
+        int w = 0;
+        for (RuntimeModel m : models) {
+            if (m.info().kind() == RuntimeModel.Kind.CAUSAL_LM) {
+                w = Math.max(w, m.info().vocab());
+            }
+        }
+        return w;
+    }
+
     /** Median latency in ms of {@code runs} alternating passes of {@code ids} through each model. */
     private static double[] latency(RuntimeModel a, RuntimeModel b, long[][] ids, int runs) {
         if (runs <= 0) {
@@ -303,8 +314,15 @@ public final class Validation {
         return null;
     }
 
-    /** Groups sequences of equal length (in order of first appearance) into batches of at most {@code size}. */
-    static List<List<TokenInputs.Sequence>> batches(List<TokenInputs.Sequence> seqs, int size) {
+    /** Output values one batch may produce per model (128 MiB of float32): caps the batch for large vocabularies. */
+    static final long MAX_BATCH_VALUES = 32L << 20;
+
+    /**
+     * Groups sequences of equal length (in order of first appearance) into batches of at most {@code size}, fewer when
+     * {@code rows × length × width} would pass {@link #MAX_BATCH_VALUES} ({@code width}: the widest output row, e.g.
+     * the vocabulary of a causal LM).
+     */
+    static List<List<TokenInputs.Sequence>> batches(List<TokenInputs.Sequence> seqs, int size, int width) {
         if (size < 1) {
             throw InvalidInputException.of("--batch", "out of range", "at least 1", Integer.toString(size));
         }
@@ -314,8 +332,10 @@ public final class Validation {
         }
         List<List<TokenInputs.Sequence>> out = new ArrayList<>();
         for (List<TokenInputs.Sequence> group : byLength.values()) {
-            for (int i = 0; i < group.size(); i += size) {
-                out.add(List.copyOf(group.subList(i, Math.min(group.size(), i + size))));
+            long perRow = (long) group.get(0).length() * Math.max(1, width);
+            int rows = (int) Math.max(1, Math.min(size, MAX_BATCH_VALUES / perRow));
+            for (int i = 0; i < group.size(); i += rows) {
+                out.add(List.copyOf(group.subList(i, Math.min(group.size(), i + rows))));
             }
         }
         return out;

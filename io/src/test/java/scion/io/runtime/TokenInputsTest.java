@@ -104,4 +104,23 @@ class TokenInputsTest {
                 .startsWith("x.txt: too short"));
         assertThrows(InvalidInputException.class, () -> TokenInputs.random(1, 10, 0, true, 8, 4));
     }
+
+    /** Equal lengths batch together in order of first appearance; a large vocabulary shrinks the batches. */
+    @Test
+    void batchesGroupByLengthAndCapTheOutputSize() {
+        List<TokenInputs.Sequence> seqs = new java.util.ArrayList<>();
+        for (int len : new int[] {5, 3, 5, 5, 3, 5}) {
+            seqs.add(new TokenInputs.Sequence(new long[len], 1));
+        }
+        List<List<TokenInputs.Sequence>> b = Validation.batches(seqs, 3, 0);
+        assertEquals(List.of(3, 1, 2), b.stream().map(List::size).toList());
+        assertEquals(5, b.get(0).get(0).length());
+        assertEquals(3, b.get(2).get(0).length());
+        // 4,194,304 logits per token: a 5-token row is 20 Mi values, so one row per batch under the 32 Mi cap; a
+        // 3-token row is 12 Mi values, so the two of them still share a batch
+        assertEquals(
+                List.of(1, 1, 1, 1, 2),
+                Validation.batches(seqs, 3, 4 << 20).stream().map(List::size).toList());
+        assertThrows(InvalidInputException.class, () -> Validation.batches(seqs, 0, 0));
+    }
 }

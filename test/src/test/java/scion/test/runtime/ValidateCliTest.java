@@ -106,6 +106,8 @@ class ValidateCliTest {
                     "validate",
                     Fixtures.hf(family).toString(),
                     Fixtures.resource("onnx/" + family + ".onnx").toString(),
+                    "--random-tokens",
+                    "96",
                     "--expect",
                     "close:1e-4",
                     "--latency-runs",
@@ -124,6 +126,32 @@ class ValidateCliTest {
                         1e-4,
                         family);
             }
+        }
+    }
+
+    /** With --residual-stream the export adds the residual stream entering each of the 2 layers and after the last. */
+    @Test
+    void residualStreamOutputsAreComparedToo() throws Exception {
+        String llama = Fixtures.hf("llama").toString();
+        CliRun r = CliRun.of(
+                "validate",
+                llama,
+                llama,
+                "--residual-stream",
+                "--random-tokens",
+                "40",
+                "--expect",
+                "identical",
+                "--latency-runs",
+                "0",
+                "--json");
+        assertEquals(0, r.code(), r.toString());
+        JsonNode outs = json(r).get("outputs");
+        assertEquals(4, outs.size(), outs.toString());
+        assertEquals("logits", outs.get(0).get("name").asText());
+        for (int i = 0; i < 3; i++) {
+            assertEquals("hidden_states." + i, outs.get(i + 1).get("name").asText());
+            assertEquals(64, outs.get(i + 1).get("ref_shape").get(2).asInt());
         }
     }
 }
