@@ -30,7 +30,10 @@ import scion.io.runtime.TokenInputs;
         },
         mixinStandardHelpOptions = true)
 final class EvalCommand implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "MODEL", description = "The model (.onnx file).")
+    @Parameters(
+            index = "0",
+            paramLabel = "MODEL",
+            description = "An .onnx file, or a safetensors folder / file (exported in memory).")
     Path model;
 
     @Mixin

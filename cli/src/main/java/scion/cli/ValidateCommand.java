@@ -39,10 +39,16 @@ import scion.io.runtime.Validation;
         },
         mixinStandardHelpOptions = true)
 final class ValidateCommand implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "REF", description = "The reference model (.onnx file).")
+    @Parameters(
+            index = "0",
+            paramLabel = "REF",
+            description = "The reference: an .onnx file, or a safetensors folder / file (exported in memory).")
     Path ref;
 
-    @Parameters(index = "1", paramLabel = "CAND", description = "The candidate model (.onnx file).")
+    @Parameters(
+            index = "1",
+            paramLabel = "CAND",
+            description = "The candidate: an .onnx file, or a safetensors folder / file (exported in memory).")
     Path cand;
 
     @Mixin

@@ -18,6 +18,9 @@ import scion.io.InvalidInputException;
  * tokens ({@link TokenInputs}); for encoders the cosine of the mean-pooled embeddings per sequence and their Spearman
  * rank correlation. Latency is the median of {@code latencyRuns} timed passes of the first batch per model, run
  * alternately, after the comparison pass has warmed both sessions.
+ *
+ * <p>Sequences are batched only with sequences of the same length, so nothing is padded: every position of every
+ * output is a real token, the attention mask fed is all ones, and pooling and statistics cover exactly the tokens.
  */
 public final class Validation {
     private Validation() {}
