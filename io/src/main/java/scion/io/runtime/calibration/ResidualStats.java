@@ -59,18 +59,28 @@ public final class ResidualStats implements Consumer<Calibration.Batch> {
             data[p] = x[p].data();
             CalibrationOps.addAbsColumnSums(data[p], n, w, absSums[p]);
         }
-        double[] norm = new double[layers + 1];
-        for (int r = 0; r < n; r++) {
-            for (int p = 0; p <= layers; p++) {
-                norm[p] = CalibrationOps.dot(data[p], r, data[p], r, w);
-            }
-            for (int l = 0; l < layers; l++) {
-                for (int m = l + 1; m <= layers; m++) {
-                    double c = cosine(CalibrationOps.dot(data[l], r, data[m], r, w), norm[l], norm[m]);
-                    angular[l][m - l] += CalibrationOps.angularDistance(c);
-                    if (m == l + 1) {
-                        cosNext[l] += c;
-                    }
+        int k = layers + 1;
+        double[][] dots = new double[k * (k + 1) / 2][n];
+        CalibrationOps.pairwiseRowDots(data, n, w, dots);
+        int[] diag = new int[k]; // index of pair (p, p)
+        for (int p = 1; p < k; p++) {
+            diag[p] = diag[p - 1] + (k - p + 1);
+        }
+        for (int l = 0; l < layers; l++) {
+            for (int m = l + 1; m <= layers; m++) {
+                double[] ab = dots[diag[l] + (m - l)];
+                double[] aa = dots[diag[l]];
+                double[] bb = dots[diag[m]];
+                double sum = 0;
+                double cosSum = 0;
+                for (int r = 0; r < n; r++) {
+                    double c = cosine(ab[r], aa[r], bb[r]);
+                    sum += CalibrationOps.angularDistance(c);
+                    cosSum += c;
+                }
+                angular[l][m - l] += sum;
+                if (m == l + 1) {
+                    cosNext[l] += cosSum;
                 }
             }
         }

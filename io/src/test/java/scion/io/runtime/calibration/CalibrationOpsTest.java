@@ -93,6 +93,24 @@ class CalibrationOpsTest {
     }
 
     @Test
+    void pairwiseRowDotsEqualOneDotPerPairAcrossRowBlocks() {
+        int rows = 131; // two full blocks of 64 and a partial one
+        int width = 37;
+        float[][] x = {random(rows * width, 11), random(rows * width, 12), random(rows * width, 13)};
+        double[][] out = new double[6][rows];
+        CalibrationOps.pairwiseRowDots(x, rows, width, out);
+        int pair = 0;
+        for (int l = 0; l < 3; l++) {
+            for (int m = l; m < 3; m++, pair++) {
+                for (int r = 0; r < rows; r++) {
+                    double ref = CalibrationOps.dot(x[l], r, x[m], r, width);
+                    assertEquals(ref, out[pair][r], 1e-12 * width, "pair (" + l + ", " + m + ") row " + r);
+                }
+            }
+        }
+    }
+
+    @Test
     void absColumnSums() {
         float[] x = {1, -2, 3, -4, 5, -6};
         double[] s = new double[3];
