@@ -57,7 +57,7 @@ import scion.io.tensor.Tensor;
  * Face parameter and left as a stub ({@code data_location = EXTERNAL}, location {@code scion-in-memory}); {@link
  * Exported#initializers()} maps each name to the checkpoint's lazy {@link Tensor}. Weights stay in their stored dtype:
  * f16/bf16/f64 weights go through a {@code Cast} to float32 in the graph (exact; ONNX Runtime folds it at load), so
- * the written file is as small as the checkpoint and the in-memory path hands ONNX Runtime the mapped file bytes. A
+ * the written file is as small as the checkpoint and a session without a written file reads the checkpoint's bytes. A
  * weight above {@link Options#maxInitializerBytes()} (a Java buffer holds at most 2 GiB) becomes row blocks: a split
  * linear layer concatenates its column blocks, a split embedding gathers per block and selects with {@code Where}.
  *
