@@ -18,6 +18,7 @@ import scion.io.UnavailableException;
         subcommands = {
             InspectCommand.class,
             ConvertCommand.class,
+            ExportCommand.class,
             DemoCommand.class,
             ValidateCommand.class,
             EvalCommand.class
