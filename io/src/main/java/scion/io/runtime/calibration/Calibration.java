@@ -31,6 +31,8 @@ import scion.io.Model;
 import scion.io.arch.Role;
 import scion.io.config.ModelConfig.Field;
 import scion.io.onnx.OnnxModel;
+import scion.io.runtime.Device;
+import scion.io.runtime.SessionFactory;
 import scion.io.runtime.export.OnnxExporter;
 
 /**
@@ -137,10 +139,14 @@ public final class Calibration implements AutoCloseable {
      * @param maxTokens stop after this many real tokens (the {@code --tokens T} budget); {@link Long#MAX_VALUE} for all
      * @param maxLength longer sequences are cut to their first {@code maxLength} tokens; 0 = the model's maximum
      *     positions when known, else {@code batchTokens}
-     * @param threads ONNX Runtime intra-op threads (ignored when the caller passes its own session options)
+     * @param threads ONNX Runtime intra-op threads
+     * @param device where ONNX Runtime runs ({@link SessionFactory}: {@code cuda} fails clearly when unavailable)
      */
-    public record Options(int batchTokens, long maxTokens, int maxLength, int threads) {
+    public record Options(int batchTokens, long maxTokens, int maxLength, int threads, Device device) {
         public Options {
+            if (device == null) {
+                throw new IllegalArgumentException("device must not be null");
+            }
             if (batchTokens < 1) {
                 throw new InvalidInputException("calibration: batchTokens must be positive; found " + batchTokens);
             }
@@ -153,25 +159,29 @@ public final class Calibration implements AutoCloseable {
             }
         }
 
-        /** 2048 tokens per run, every token, model's maximum length, one thread per core. */
+        /** 2048 tokens per run, every token, model's maximum length, one thread per core, CPU. */
         public static Options defaults() {
-            return new Options(2048, Long.MAX_VALUE, 0, Runtime.getRuntime().availableProcessors());
+            return new Options(2048, Long.MAX_VALUE, 0, Runtime.getRuntime().availableProcessors(), Device.CPU);
         }
 
         public Options withBatchTokens(int n) {
-            return new Options(n, maxTokens, maxLength, threads);
+            return new Options(n, maxTokens, maxLength, threads, device);
         }
 
         public Options withMaxTokens(long n) {
-            return new Options(batchTokens, n, maxLength, threads);
+            return new Options(batchTokens, n, maxLength, threads, device);
         }
 
         public Options withMaxLength(int n) {
-            return new Options(batchTokens, maxTokens, n, threads);
+            return new Options(batchTokens, maxTokens, n, threads, device);
         }
 
         public Options withThreads(int n) {
-            return new Options(batchTokens, maxTokens, maxLength, n);
+            return new Options(batchTokens, maxTokens, maxLength, n, device);
+        }
+
+        public Options withDevice(Device d) {
+            return new Options(batchTokens, maxTokens, maxLength, threads, d);
         }
     }
 
@@ -347,7 +357,8 @@ public final class Calibration implements AutoCloseable {
     private final Options options;
     private final OrtEnvironment env;
     private final TappedSession session;
-    private final OrtSession.SessionOptions ownOptions;
+    private final Device device;
+    private final String deviceNote;
     private final boolean causal;
     private final int maxLength;
     private final List<Integer> residualPositions;
@@ -364,13 +375,7 @@ public final class Calibration implements AutoCloseable {
                 throws OrtException;
     }
 
-    private Calibration(
-            Model model,
-            OnnxTaps taps,
-            Opener opener,
-            Request request,
-            Options options,
-            OrtSession.SessionOptions given)
+    private Calibration(Model model, OnnxTaps taps, Opener opener, Request request, Options options)
             throws OrtException {
         this.taps = taps;
         this.request = request;
@@ -423,20 +428,20 @@ public final class Calibration implements AutoCloseable {
         this.maxLength = Math.min(len, options.batchTokens());
         ModelProto tapped = OnnxTaps.withOutputs(taps.proto(), all);
         this.env = OrtEnvironment.getEnvironment();
-        OrtSession.SessionOptions so = given;
-        if (so == null) {
-            so = new OrtSession.SessionOptions();
+        TappedSession[] opened = new TappedSession[1];
+        SessionFactory.Opened o = SessionFactory.open(options.device(), where, so -> {
             so.setIntraOpNumThreads(options.threads());
             so.setInterOpNumThreads(1);
-        }
-        this.ownOptions = given == null ? so : null;
+            opened[0] = opener.open(env, tapped, so);
+            return opened[0].session();
+        });
+        this.session = opened[0]; // closed by close(), with the buffers it handed to ONNX Runtime
+        this.device = o.device();
+        this.deviceNote = o.note();
         try {
-            this.session = opener.open(env, tapped, so);
             this.inputs = session.session().getInputInfo();
         } catch (OrtException | RuntimeException e) {
-            if (ownOptions != null) {
-                ownOptions.close();
-            }
+            session.close();
             throw e;
         }
         for (String in : inputs.keySet()) {
@@ -456,20 +461,15 @@ public final class Calibration implements AutoCloseable {
             List.of("input_ids", "attention_mask", "token_type_ids", "position_ids");
 
     /**
-     * Locates the taps of {@code model} and loads its tapped graph in ONNX Runtime with {@code options.threads()}
-     * intra-op threads on the CPU. A safetensors checkpoint is exported first ({@link OnnxExporter}, in memory, with
-     * its {@code hidden_states.*} residual outputs); an ONNX model runs as it is.
+     * Locates the taps of {@code model} and loads its tapped graph in ONNX Runtime on {@code options.device()} with
+     * {@code options.threads()} intra-op threads. A safetensors checkpoint is exported first ({@link OnnxExporter}, in
+     * memory, with its {@code hidden_states.*} residual outputs); an ONNX model runs as it is.
+     *
+     * @throws InvalidInputException for a request the model cannot serve (unknown weight, position out of range,
+     *     graph inputs calibration cannot feed, residual stream not found)
+     * @throws scion.io.UnavailableException for {@code cuda} without CUDA
      */
     public static Calibration open(Model model, Request request, Options options) {
-        return open(model, request, options, null);
-    }
-
-    /**
-     * As {@link #open(Model, Request, Options)}, with the caller's session options (device, threads). External
-     * initializers are added to them; the caller closes them after this calibration.
-     */
-    public static Calibration open(
-            Model model, Request request, Options options, OrtSession.SessionOptions sessionOptions) {
         OnnxTaps taps;
         Opener opener;
         Optional<OnnxModel> onnx = model.onnx();
@@ -488,7 +488,7 @@ public final class Calibration implements AutoCloseable {
                     "exported in memory (" + exported.initializers().size() + " weights handed over)");
         }
         try {
-            return new Calibration(model, taps, opener, request, options, sessionOptions);
+            return new Calibration(model, taps, opener, request, options);
         } catch (OrtException e) {
             throw new IllegalStateException(
                     model.location() + ": ONNX Runtime cannot load the tapped graph: " + e.getMessage(), e);
@@ -639,16 +639,18 @@ public final class Calibration implements AutoCloseable {
         throw InvalidInputException.of(where, "model input '" + name + "' has type " + type, "int64 or int32", type);
     }
 
+    /** The device ONNX Runtime runs on ({@link Device#CPU} or {@link Device#CUDA}, never {@code AUTO}). */
+    public Device device() {
+        return device;
+    }
+
+    /** How the device was chosen ({@code auto}'s reason), or empty. */
+    public String deviceNote() {
+        return deviceNote;
+    }
+
     @Override
     public void close() {
-        try {
-            session.close();
-        } catch (OrtException e) {
-            throw new IllegalStateException(where + ": cannot close the ONNX Runtime session: " + e.getMessage(), e);
-        } finally {
-            if (ownOptions != null) {
-                ownOptions.close();
-            }
-        }
+        session.close();
     }
 }

@@ -176,9 +176,11 @@ final class TappedSession implements AutoCloseable {
     }
 
     @Override
-    public void close() throws OrtException {
+    public void close() {
         try {
             session.close();
+        } catch (OrtException e) {
+            throw new IllegalStateException("cannot close the ONNX Runtime session: " + e.getMessage(), e);
         } finally {
             closeAll(external);
             if (tempFile != null) {

@@ -21,13 +21,17 @@ import java.util.Random;
 import java.util.Set;
 import org.ejml.data.DMatrixRMaj;
 import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import scion.io.InvalidInputException;
 import scion.io.Model;
+import scion.io.UnavailableException;
 import scion.io.arch.Role;
 import scion.io.onnx.OnnxWriter;
+import scion.io.runtime.Device;
+import scion.io.runtime.SessionFactory;
 import scion.io.runtime.calibration.Calibration.Options;
 import scion.io.runtime.calibration.Calibration.Positions;
 import scion.io.runtime.calibration.Calibration.Request;
@@ -401,6 +405,19 @@ class MiniLmCalibrationTest {
             c.run(seqs, b -> external.add(Copy.of(b.residual(2))));
             assertArrayEquals(inline.get(0).data(), external.get(0).data(), 1e-6f);
         }
+    }
+
+    @Test
+    void cudaWithoutCudaFailsInsteadOfRunningOnTheCpu() {
+        Assumptions.assumeFalse(SessionFactory.cudaProviderPresent(), "a CUDA build");
+        UnavailableException e = assertThrows(
+                UnavailableException.class,
+                () -> Calibration.open(
+                        model,
+                        Request.of(Positions.ALL_TOKENS).withResidualStream(0),
+                        Options.defaults().withDevice(Device.CUDA)));
+        assertTrue(e.getMessage().contains("CUDA is not available"), e.getMessage());
+        assertEquals(Device.CPU, all.device());
     }
 
     @Test
