@@ -55,7 +55,8 @@ import scion.io.runtime.export.OnnxExporter;
  * accepts batches of equal lengths.
  *
  * <p>Taps come from {@link OnnxTaps}; the tapped graph is loaded as {@link TappedSession} describes (weights are not
- * copied on the Java side; external data is handed over as mapped buffers).
+ * copied on the Java side; external data is handed over as mapped buffers), on the device of {@link
+ * Options#device()} through {@link SessionFactory}. Not thread-safe: one {@code run} at a time.
  */
 public final class Calibration implements AutoCloseable {
     /** Which tokens of a sequence the residual-stream rows hold. */
@@ -330,7 +331,11 @@ public final class Calibration implements AutoCloseable {
             int[] seq = new int[rows];
             int[] pos = new int[rows];
             float[] out;
-            boolean dense = !lastOnly && rows == b * padded && fb.hasArray() && fb.arrayOffset() == 0;
+            boolean dense = !lastOnly
+                    && rows == b * padded
+                    && fb.hasArray()
+                    && fb.arrayOffset() == 0
+                    && fb.array().length == rows * w;
             out = dense ? fb.array() : new float[Math.multiplyExact(rows, w)];
             int r = 0;
             for (int s = 0; s < b; s++) {
