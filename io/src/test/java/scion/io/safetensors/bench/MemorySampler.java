@@ -10,13 +10,13 @@ import java.util.List;
  * buffers, JVM) and file-backed RSS (mapped file pages, which the kernel may drop under memory pressure). Linux only;
  * elsewhere it reports zeros.
  */
-final class MemorySampler implements AutoCloseable {
+public final class MemorySampler implements AutoCloseable {
     private volatile boolean running = true;
     private volatile long peakAnonKb;
     private volatile long peakFileKb;
     private final Thread thread;
 
-    MemorySampler() {
+    public MemorySampler() {
         thread = new Thread(this::loop, "memory-sampler");
         thread.setDaemon(true);
         thread.start();
@@ -54,7 +54,7 @@ final class MemorySampler implements AutoCloseable {
     }
 
     /** One line: peak anonymous and file-backed RSS seen, and the kernel's VmHWM (peak total RSS). */
-    String report() {
+    public String report() {
         sample();
         return String.format(
                 "peak RSS sampled: anonymous %.0f MiB, file-backed (mapped) %.0f MiB; VmHWM %.0f MiB",

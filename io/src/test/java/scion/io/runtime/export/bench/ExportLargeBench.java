@@ -17,6 +17,7 @@ import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.export.OnnxExporter;
 import scion.io.safetensors.SafetensorsWriter;
 import scion.io.safetensors.bench.GeneratedTensor;
+import scion.io.safetensors.bench.MemorySampler;
 import scion.io.tensor.DType;
 import scion.io.tensor.Tensor;
 
@@ -55,7 +56,7 @@ public final class ExportLargeBench {
         }
         int rc;
         long t0 = System.nanoTime();
-        try (Sampler mem = new Sampler()) {
+        try (MemorySampler mem = new MemorySampler()) {
             switch (args[0]) {
                 case "generate":
                     rc = generate(Path.of(args[1]));
@@ -207,66 +208,6 @@ public final class ExportLargeBench {
                     maxAbs,
                     finite);
             return finite && shape[2] == VOCAB ? 0 : 1;
-        }
-    }
-
-    /** Samples /proc/self/status every 20 ms: peaks of anonymous and file-backed resident memory. */
-    static final class Sampler implements AutoCloseable {
-        private volatile boolean running = true;
-        private volatile long anon;
-        private volatile long file;
-        private final Thread thread;
-
-        Sampler() {
-            thread = new Thread(
-                    () -> {
-                        while (running) {
-                            sample();
-                            try {
-                                Thread.sleep(20);
-                            } catch (InterruptedException e) {
-                                return;
-                            }
-                        }
-                    },
-                    "memory-sampler");
-            thread.setDaemon(true);
-            thread.start();
-        }
-
-        private void sample() {
-            anon = Math.max(anon, kb("RssAnon:"));
-            file = Math.max(file, kb("RssFile:"));
-        }
-
-        static long kb(String key) {
-            try {
-                for (String l : Files.readAllLines(Path.of("/proc/self/status"))) {
-                    if (l.startsWith(key)) {
-                        return Long.parseLong(
-                                l.substring(key.length()).replace("kB", "").trim());
-                    }
-                }
-            } catch (IOException | NumberFormatException e) {
-                return 0;
-            }
-            return 0;
-        }
-
-        String report() {
-            sample();
-            return String.format(
-                    Locale.ROOT,
-                    "peak RSS sampled: anonymous %.0f MiB, file-backed %.0f MiB; VmHWM %.0f MiB",
-                    anon / 1024.0,
-                    file / 1024.0,
-                    kb("VmHWM:") / 1024.0);
-        }
-
-        @Override
-        public void close() {
-            running = false;
-            thread.interrupt();
         }
     }
 }
