@@ -1,0 +1,888 @@
+package scion.growth;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.IntFunction;
+import scion.io.InvalidInputException;
+import scion.io.arch.Architecture;
+import scion.io.arch.Axis;
+import scion.io.arch.Dims;
+import scion.io.arch.Role;
+import scion.io.arch.WeightGraph;
+import scion.io.arch.WeightGraph.Weight;
+import scion.io.arch.WeightSpec;
+import scion.io.tensor.DType;
+import scion.io.tensor.Tensor;
+import scion.io.tensor.TensorOps;
+
+/**
+ * HyperCloning: function-preserving width growth of a transformer (Samragh et al. 2024, "Scaling Smart: Accelerating
+ * Large Language Model Pre-training with Small Model Initialization").
+ *
+ * <p>The grown model's residual stream is {@code n} stacked copies {@code x' = [x; x; …; x]} of the source model's
+ * (copy-major: grown index {@code c·h + i} holds source index {@code i}). Every weight is expanded so that each
+ * layer maps copies to copies:
+ *
+ * <ul>
+ *   <li>a linear weight {@code W [out, in]} becomes the block matrix of {@code (f_out × f_in)} blocks {@code W /
+ *       f_in} (so {@code W'·[x; …; x] = [Wx; …; Wx]}); its bias is tiled {@code f_out} times, not scaled;
+ *   <li>token, position and type embeddings are tiled along the residual axis, not scaled (Gemma's √hidden input
+ *       scale becomes √(n·h): its embedding is divided by √n);
+ *   <li>LayerNorm and RMSNorm weights and biases are tiled: mean and variance of {@code [x; x]} equal those of
+ *       {@code x}, so the normalised copies are the copies of the normalised vector;
+ *   <li>attention keeps {@code head_dim} and multiplies the number of query heads by {@code n}; key/value heads are
+ *       multiplied too ({@link KvMode#GROW}) or kept ({@link KvMode#KEEP}, the default for multi-query attention), in
+ *       which case the grown query heads are ordered so that each still reads its source key/value group;
+ *   <li>fused QKV projections: gpt2's {@code c_attn} ({@code [in, out]}, q | k | v blocks) grows each block;
+ *       gpt_neox's {@code query_key_value} ({@code [heads × (q, k, v) × head_dim, in]}) gains whole heads;
+ *   <li>the MLP intermediate axis grows by its own factor {@code m}: up/gate rows tiled, down's input axis tiled and
+ *       divided by {@code m};
+ *   <li>the output head's input axis is tiled and divided by {@code n}; a head tied to the embedding stays tied and
+ *       the {@code 1/n} is folded into the final norm ({@code γ/n}, {@code β/n}; Gemma's {@code (1+γ)}: {@code γ' =
+ *       (1+γ)·F − 1} with {@code F = 1/√n}, since its embedding already carries {@code 1/√n}). Without a final norm
+ *       the head is untied ({@link Plan#untiedHead()}).
+ * </ul>
+ *
+ * <p>Symmetry breaking: for each linear weight with {@code f_in > 1}, noise blocks {@code N_ab} are added to the
+ * (out-copy {@code a}, in-copy {@code b}) blocks with {@code Σ_b N_ab = 0} for every {@code a} (for {@code f_in = 2}:
+ * {@code +N / −N}), noise power = block power / 10^(SNR/10). Because the input copies are equal, {@code W'·x'} is
+ * unchanged in exact arithmetic; the copies' weights differ. Noise is uniform, drawn from a counter-based hash of
+ * (seed, tensor name, out-copy, element, in-copy): the same seed gives the same bytes whatever the order tensors are
+ * produced in.
+ *
+ * <p>Guarantee: function-preserving. Logits of a grown causal LM equal the source's, and every hidden state of the
+ * grown model is {@code n} copies of the source's, within float32 rounding (1e-5 relative); bf16 with power-of-two
+ * factors and no noise is exact. Shapes follow the stored layout of each weight ({@code [out, in]} as PyTorch
+ * {@code Linear.weight}, {@code [in, out]} for gpt2 Conv1D and for ONNX MatMul initializers traced as transposed).
+ */
+public final class HyperCloning {
+    private HyperCloning() {}
+
+    /** The default symmetry-breaking noise: 20 dB below the weight block's power. */
+    public static final double DEFAULT_NOISE_SNR_DB = 20.0;
+
+    /**
+     * Families whose Hugging Face attention reads a separate key/value head count ({@code num_key_value_heads}):
+     * only these can keep their key/value heads while the query heads grow.
+     */
+    static final Set<String> GROUPED_KV_FAMILIES = Set.of("llama", "mistral", "qwen2", "gemma");
+
+    /** What happens to the key/value heads when the width grows. */
+    public enum KvMode {
+        /** Grow them with the query heads, except multi-query attention (one key/value head), which is kept. */
+        AUTO,
+        /** Multiply them by the width factor (each group and its query heads are copied together). */
+        GROW,
+        /** Keep them; each key/value group serves n times as many query heads. */
+        KEEP;
+
+        public String id() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+    }
+
+    /**
+     * The parameters of a width growth.
+     *
+     * @param width residual-stream factor {@code n} (≥ 1): hidden size and query heads are multiplied by it
+     * @param ffn MLP intermediate factor {@code m} (≥ 1)
+     * @param kv what happens to the key/value heads
+     * @param noiseSnrDb symmetry-breaking noise, dB below the weight power; {@link Double#POSITIVE_INFINITY} for exact
+     *     copies
+     * @param seed seed of the noise
+     */
+    public record Params(int width, int ffn, KvMode kv, double noiseSnrDb, long seed) {
+        public Params {
+            if (kv == null) {
+                throw new IllegalArgumentException("kv mode is null");
+            }
+            if (Double.isNaN(noiseSnrDb)) {
+                throw new IllegalArgumentException("noise SNR is NaN");
+            }
+        }
+
+        /** Exact copies, no noise. */
+        public static Params exact(int width, int ffn) {
+            return new Params(width, ffn, KvMode.AUTO, Double.POSITIVE_INFINITY, 0);
+        }
+
+        /** The default: noise at {@link #DEFAULT_NOISE_SNR_DB}. */
+        public static Params withNoise(int width, int ffn, long seed) {
+            return new Params(width, ffn, KvMode.AUTO, DEFAULT_NOISE_SNR_DB, seed);
+        }
+
+        public boolean noise() {
+            return Double.isFinite(noiseSnrDb);
+        }
+
+        /** The parameters as provenance pairs. */
+        public Map<String, String> describe() {
+            Map<String, String> m = new LinkedHashMap<>();
+            m.put("width", Integer.toString(width));
+            m.put("ffn", Integer.toString(ffn));
+            m.put("kv", kv.id());
+            m.put("noise_snr_db", noise() ? Double.toString(noiseSnrDb) : "none");
+            m.put("seed", Long.toString(seed));
+            return m;
+        }
+    }
+
+    /**
+     * Checks {@code p} against the model (on specs only) and returns the plan; every problem is reported at once in
+     * one {@link InvalidInputException}.
+     */
+    public static Plan plan(WeightGraph graph, Params p) {
+        boolean hasFinalNorm = !graph.byRole(Role.FINAL_NORM).isEmpty();
+        List<String> problems = new ArrayList<>();
+        for (Weight w : graph.weights()) {
+            if (w.role() == Role.EMBEDDING_PROJECTION || w.role() == Role.OUTPUT_PROJECTION) {
+                problems.add("tensor '" + w.name() + "' (" + w.role().id()
+                        + ") projects the embedding to a different width; expected a model whose embedding width"
+                        + " equals its hidden size, found a " + w.role().id());
+            } else if (w.role() != Role.BUFFER && !w.tensor().dtype().isFloatingPoint()) {
+                problems.add("tensor '" + w.name() + "' has dtype " + w.tensor().dtype()
+                        + "; expected a floating-point weight, found an integer one");
+            }
+        }
+        graph.config().get("word_embed_proj_dim").ifPresent(v -> {
+            if (v.asInt() != graph.dims().hidden()) {
+                problems.add("word_embed_proj_dim is " + v.asInt() + "; expected it equal to the hidden size "
+                        + graph.dims().hidden() + " (no embedding projection), found a projected embedding");
+            }
+        });
+        return plan(graph.architecture(), graph.dims(), p, hasFinalNorm, problems);
+    }
+
+    /**
+     * The plan for an architecture and sizes (for tests and callers without a graph).
+     *
+     * @param hasFinalNorm whether the model stores a final norm (a tied head's 1/n is folded into it)
+     */
+    public static Plan plan(Architecture arch, Dims dims, Params p, boolean hasFinalNorm) {
+        return plan(arch, dims, p, hasFinalNorm, new ArrayList<>());
+    }
+
+    private static Plan plan(Architecture arch, Dims dims, Params p, boolean hasFinalNorm, List<String> problems) {
+        String family = arch.family();
+        if (p.width() < 1) {
+            problems.add("--width " + p.width() + " is not a growth factor; expected an integer ≥ 1 (the hidden"
+                    + " state becomes that many copies), found " + p.width());
+        }
+        if (p.ffn() < 1) {
+            problems.add("--ffn " + p.ffn() + " is not a growth factor; expected an integer ≥ 1 (the MLP gets that"
+                    + " many copies of each neuron), found " + p.ffn());
+        }
+        boolean mqa = dims.kvHeads() == 1 && dims.heads() > 1;
+        boolean grouped = GROUPED_KV_FAMILIES.contains(family);
+        KvMode kv = p.kv();
+        if (kv == KvMode.AUTO) {
+            kv = mqa && grouped ? KvMode.KEEP : KvMode.GROW;
+        }
+        if (kv == KvMode.KEEP && !grouped && p.width() != 1) {
+            problems.add("--kv keep: " + family + " has no separate key/value head count (its attention uses as"
+                    + " many key/value heads as query heads); expected --kv grow or auto, found keep");
+        }
+        if (p.noise() && !(p.noiseSnrDb() > -200 && p.noiseSnrDb() < 400)) {
+            problems.add("--noise-snr-db " + p.noiseSnrDb() + " is out of range; expected a finite value in (-200,"
+                    + " 400) dB, found " + p.noiseSnrDb());
+        }
+        if (!problems.isEmpty()) {
+            String where = family + " model";
+            throw new InvalidInputException(where + ": cannot grow the width"
+                    + (problems.size() > 1 ? " (" + problems.size() + " problems)" : "") + ": "
+                    + String.join("\n  ", problems));
+        }
+        return new Plan(arch, dims, p, kv, hasFinalNorm);
+    }
+
+    /**
+     * A checked width growth for one model: the grown sizes and the growth of each weight.
+     *
+     * <p>Use {@link #grow(Weight)} for each weight of the source graph (plus {@link #untiedHead()} when present), and
+     * {@link WeightGrowth#tensor(Tensor, DType)} for a lazy grown tensor that a writer can stream.
+     */
+    public static final class Plan {
+        private final Architecture arch;
+        private final Dims source;
+        private final Dims grown;
+        private final Params params;
+        private final KvMode kv;
+        private final int n;
+        private final int m;
+        private final int kvFactor;
+        private final boolean untie;
+        private final float embeddingDivisor;
+        private final float headFoldDivisor;
+        private final AxisMap residual;
+        private final AxisMap q;
+        private final AxisMap kvMap;
+        private final AxisMap ffnMap;
+
+        Plan(Architecture arch, Dims dims, Params p, KvMode kv, boolean hasFinalNorm) {
+            this.arch = arch;
+            this.source = dims;
+            this.params = p;
+            this.kv = kv;
+            this.n = p.width();
+            this.m = p.ffn();
+            this.kvFactor = kv == KvMode.GROW ? n : 1;
+            boolean tied = dims.tied() && arch.isCausalLm();
+            this.untie = tied && !hasFinalNorm && n > 1;
+            // Gemma multiplies embeddings by √hidden: the grown model uses √(n·h), so the embedding carries 1/√n.
+            boolean sqrtScale = "sqrt_hidden".equals(arch.embeddingScale());
+            this.embeddingDivisor = sqrtScale ? (float) Math.sqrt(n) : 1f;
+            // The tied head reads the (scaled) embedding: its input needs 1/n overall, the embedding gave
+            // 1/embeddingDivisor, the final norm supplies the rest.
+            this.headFoldDivisor = tied && !untie ? (sqrtScale ? (float) Math.sqrt(n) : n) : 1f;
+            this.grown = new Dims(
+                    Math.multiplyExact(dims.hidden(), n),
+                    dims.layers(),
+                    Math.multiplyExact(dims.heads(), n),
+                    Math.multiplyExact(dims.kvHeads(), kvFactor),
+                    dims.headDim(),
+                    Math.multiplyExact(dims.ffn(), m),
+                    dims.vocab(),
+                    dims.positions(),
+                    dims.typeVocab(),
+                    dims.tied() && !untie);
+            this.residual = AxisMap.tile(dims.hidden(), n);
+            this.ffnMap = AxisMap.tile(dims.ffn(), m);
+            this.kvMap = AxisMap.tile(Math.multiplyExact(dims.kvHeads(), dims.headDim()), kvFactor);
+            this.q = kvFactor == n
+                    ? AxisMap.tile(Math.multiplyExact(dims.heads(), dims.headDim()), n)
+                    : AxisMap.grouped(dims.heads(), dims.kvHeads(), dims.headDim(), n);
+        }
+
+        public Architecture architecture() {
+            return arch;
+        }
+
+        public Params params() {
+            return params;
+        }
+
+        /** The source model's sizes. */
+        public Dims source() {
+            return source;
+        }
+
+        /** The grown model's sizes ({@code tied} false when the head had to be untied). */
+        public Dims grown() {
+            return grown;
+        }
+
+        /** The key/value mode after resolving {@link KvMode#AUTO}. */
+        public KvMode kvMode() {
+            return kv;
+        }
+
+        /** Factor of the key/value heads (n when grown, 1 when kept). */
+        public int kvFactor() {
+            return kvFactor;
+        }
+
+        /**
+         * The divisor folded into the final norm for a tied head: n, √n for Gemma (its embedding carries the other
+         * √n), 1 when nothing is folded.
+         */
+        public float headFoldDivisor() {
+            return headFoldDivisor;
+        }
+
+        /** The divisor of the token embedding: √n for Gemma's √hidden input scale, else 1. */
+        public float embeddingDivisor() {
+            return embeddingDivisor;
+        }
+
+        /**
+         * Whether the tied head had to be untied (no final norm to fold 1/n into): the output gains an {@code
+         * lm_head} made by {@link #untiedHead(Weight)} from the embedding, and config.json sets {@code
+         * tie_word_embeddings} to false.
+         */
+        public boolean untiedHead() {
+            return untie;
+        }
+
+        /** The map of an axis space: grown index → (copy, source index). */
+        AxisMap map(Axis a) {
+            switch (a) {
+                case RESIDUAL:
+                    return residual;
+                case Q:
+                    return q;
+                case KV:
+                    return kvMap;
+                case FFN:
+                    return ffnMap;
+                default:
+                    return null; // not grown
+            }
+        }
+
+        /** The growth of one weight of the source graph. */
+        public WeightGrowth grow(Weight w) {
+            return grow(w.spec(), w.transposed(), w.name(), w.tensor().shape());
+        }
+
+        /**
+         * The growth of one weight, described by its spec.
+         *
+         * @param spec its architecture entry (role, axes, storage)
+         * @param transposed stored transposed relative to {@code spec.axes()} (ONNX MatMul initializers)
+         * @param name its name (seeds the noise)
+         * @param storedShape its stored shape
+         */
+        public WeightGrowth grow(WeightSpec spec, boolean transposed, String name, long[] storedShape) {
+            Role role = spec.role();
+            if (role == Role.BUFFER) {
+                return WeightGrowth.unchanged(name, storedShape);
+            }
+            List<Axis> axes = new ArrayList<>(spec.axes());
+            if (role == Role.LM_HEAD && !spec.bias() && axes.size() == 2) {
+                axes.set(1, Axis.RESIDUAL); // OPT names the head's input 'any': it is the residual stream
+            }
+            if (axes.size() != storedShape.length || axes.size() > 2) {
+                throw new IllegalArgumentException("tensor '" + name + "': " + axes.size() + " axes " + axes
+                        + " for stored shape " + Arrays.toString(storedShape));
+            }
+            AxisMap[] maps = new AxisMap[axes.size()];
+            for (int i = 0; i < maps.length; i++) {
+                maps[i] = axisMap(axes.get(i), spec, storedShape[transposed ? maps.length - 1 - i : i], name);
+            }
+            // The input axis of a linear weight, in spec order: [out, in], or [in, out] for Conv1D storage.
+            int inAxis = -1;
+            if (role.isLinear() && !spec.bias() && maps.length == 2) {
+                inAxis = spec.inOut() ? 0 : 1;
+            }
+            if (transposed && maps.length == 2) {
+                AxisMap t = maps[0];
+                maps[0] = maps[1];
+                maps[1] = t;
+                inAxis = inAxis < 0 ? -1 : 1 - inAxis;
+            }
+            float divisor = 1f;
+            float offset = 0f;
+            int fIn = inAxis < 0 ? 1 : maps[inAxis].factor;
+            if (inAxis >= 0) {
+                divisor = fIn;
+            }
+            if (role == Role.EMBEDDING) {
+                divisor = embeddingDivisor;
+            }
+            if (role == Role.FINAL_NORM && headFoldDivisor != 1f) {
+                divisor = headFoldDivisor;
+                if (!spec.bias() && "rms_plus_one".equals(arch.norm())) {
+                    // (1 + γ') = (1 + γ) / d  ⇒  γ' = γ / d + (1/d − 1)
+                    offset = (float) (1.0 / headFoldDivisor - 1.0);
+                }
+            }
+            AxisMap rows = maps.length == 2 ? maps[0] : AxisMap.identity(1);
+            AxisMap cols = maps.length == 2 ? maps[1] : maps.length == 1 ? maps[0] : AxisMap.identity(1);
+            double snr = params.noise() && inAxis >= 0 && fIn > 1 ? params.noiseSnrDb() : Double.POSITIVE_INFINITY;
+            long[] grownShape = new long[storedShape.length];
+            for (int i = 0; i < storedShape.length; i++) {
+                grownShape[i] = (maps.length == 2 ? (i == 0 ? rows : cols) : cols).grownLen;
+            }
+            if (storedShape.length == 0) {
+                grownShape = new long[0];
+            }
+            int noiseAxis = maps.length == 2 && inAxis >= 0 ? inAxis : -1;
+            return new WeightGrowth(
+                    name, storedShape, grownShape, rows, cols, divisor, offset, noiseAxis, snr, params.seed());
+        }
+
+        /**
+         * The output head for an untied model, made from the token embedding {@code [vocab, hidden]}: its input axis
+         * tiled and divided by n ({@link #untiedHead()} must be true).
+         */
+        public WeightGrowth untiedHead(Weight embedding) {
+            if (!untie) {
+                throw new IllegalStateException("the head stays tied; nothing to untie");
+            }
+            String name = arch.global(Role.LM_HEAD)
+                    .map(s -> s.name("", -1))
+                    .orElseThrow(() -> new IllegalStateException(arch.family() + " has no lm_head entry"));
+            long[] shape = embedding.tensor().shape();
+            AxisMap vocab = AxisMap.identity(Math.toIntExact(shape[embedding.transposed() ? 1 : 0]));
+            AxisMap res = residual.check(shape[embedding.transposed() ? 0 : 1], embedding.name());
+            AxisMap rows = embedding.transposed() ? res : vocab;
+            AxisMap cols = embedding.transposed() ? vocab : res;
+            int noiseAxis = embedding.transposed() ? 0 : 1;
+            double snr = params.noise() && n > 1 ? params.noiseSnrDb() : Double.POSITIVE_INFINITY;
+            return new WeightGrowth(
+                    name,
+                    shape,
+                    new long[] {rows.grownLen, cols.grownLen},
+                    rows,
+                    cols,
+                    n,
+                    0f,
+                    noiseAxis,
+                    snr,
+                    params.seed());
+        }
+
+        private AxisMap axisMap(Axis a, WeightSpec spec, long storedLen, String name) {
+            if (a == Axis.QKV) {
+                String layout = spec.qkvLayout().orElse("blocks");
+                AxisMap map;
+                if ("per_head".equals(layout)) {
+                    if (source.kvHeads() != source.heads()) {
+                        throw new IllegalArgumentException("tensor '" + name + "': per-head fused QKV with "
+                                + source.kvHeads() + " key/value heads for " + source.heads() + " query heads");
+                    }
+                    map = AxisMap.perHead(q, source.heads(), source.headDim(), 3);
+                } else {
+                    map = AxisMap.concat(q, kvMap, kvMap);
+                }
+                return map.check(storedLen, name);
+            }
+            AxisMap map = map(a);
+            if (map == null) {
+                return AxisMap.identity(Math.toIntExact(storedLen));
+            }
+            return map.check(storedLen, name);
+        }
+    }
+
+    /**
+     * The map of one axis: grown index → (copy, source index). Grown length = factor × source length; every source
+     * index appears exactly once in each copy.
+     */
+    static final class AxisMap {
+        final int sourceLen;
+        final int grownLen;
+        final int factor;
+        private final int[] src; // [grownLen] source index, null for a plain tile
+        private final int[] copy; // [grownLen] copy index, null for a plain tile
+
+        private AxisMap(int sourceLen, int factor, int[] src, int[] copy) {
+            this.sourceLen = sourceLen;
+            this.factor = factor;
+            this.grownLen = Math.multiplyExact(sourceLen, factor);
+            this.src = src;
+            this.copy = copy;
+        }
+
+        static AxisMap identity(int len) {
+            return new AxisMap(len, 1, null, null);
+        }
+
+        /** Copy-major tiling: grown {@code c·len + i} ← source {@code i}, copy {@code c}. */
+        static AxisMap tile(int len, int factor) {
+            return new AxisMap(len, factor, null, null);
+        }
+
+        /**
+         * Query heads when the key/value heads are kept: group {@code g}'s {@code r} query heads are followed by
+         * their copies, so grown head {@code g·(n·r) + c·r + t} ← source head {@code g·r + t}, copy {@code c}; with
+         * {@code r' = n·r} heads per group each grown head still reads key/value group {@code g}.
+         */
+        static AxisMap grouped(int heads, int kvHeads, int headDim, int n) {
+            int r = heads / kvHeads;
+            int len = Math.multiplyExact(heads, headDim);
+            int[] src = new int[Math.multiplyExact(len, n)];
+            int[] copy = new int[src.length];
+            for (int g = 0; g < kvHeads; g++) {
+                for (int c = 0; c < n; c++) {
+                    for (int t = 0; t < r; t++) {
+                        int grownHead = g * n * r + c * r + t;
+                        int sourceHead = g * r + t;
+                        for (int d = 0; d < headDim; d++) {
+                            src[grownHead * headDim + d] = sourceHead * headDim + d;
+                            copy[grownHead * headDim + d] = c;
+                        }
+                    }
+                }
+            }
+            return new AxisMap(len, n, src, copy);
+        }
+
+        /**
+         * A per-head interleaved fused axis ({@code [heads × parts × headDim]}, gpt_neox): grown head {@code h'}
+         * holds the {@code parts} blocks of the source head {@code headMap} assigns to it.
+         */
+        static AxisMap perHead(AxisMap headMap, int heads, int headDim, int parts) {
+            int block = Math.multiplyExact(parts, headDim);
+            int n = headMap.factor;
+            int[] src = new int[Math.multiplyExact(Math.multiplyExact(heads, block), n)];
+            int[] copy = new int[src.length];
+            for (int gh = 0; gh < heads * n; gh++) {
+                int sh = headMap.source(gh * headDim) / headDim;
+                int c = headMap.copy(gh * headDim);
+                for (int k = 0; k < block; k++) {
+                    src[gh * block + k] = sh * block + k;
+                    copy[gh * block + k] = c;
+                }
+            }
+            return new AxisMap(heads * block, n, src, copy);
+        }
+
+        /** Consecutive sections (gpt2's q | k | v), each grown by its own map; all must share one factor. */
+        static AxisMap concat(AxisMap... parts) {
+            int len = 0;
+            int grownLen = 0;
+            for (AxisMap p : parts) {
+                len = Math.addExact(len, p.sourceLen);
+                grownLen = Math.addExact(grownLen, p.grownLen);
+            }
+            int[] src = new int[grownLen];
+            int[] copy = new int[grownLen];
+            int so = 0;
+            int go = 0;
+            int factor = -1;
+            for (AxisMap p : parts) {
+                for (int i = 0; i < p.grownLen; i++) {
+                    src[go + i] = so + p.source(i);
+                    copy[go + i] = p.copy(i);
+                }
+                so += p.sourceLen;
+                go += p.grownLen;
+                if (factor < 0 || p.factor == factor) {
+                    factor = p.factor;
+                } else {
+                    factor = 0; // mixed (q grown, kv kept): not a uniform factor
+                }
+            }
+            if (factor <= 0) {
+                throw new IllegalArgumentException("fused sections grow by different factors");
+            }
+            return new AxisMap(len, factor, src, copy);
+        }
+
+        int source(int grownIndex) {
+            return src == null ? grownIndex % sourceLen : src[grownIndex];
+        }
+
+        int copy(int grownIndex) {
+            return copy == null ? grownIndex / sourceLen : copy[grownIndex];
+        }
+
+        AxisMap check(long storedLen, String name) {
+            if (storedLen != sourceLen) {
+                throw new IllegalArgumentException(
+                        "tensor '" + name + "': axis of length " + storedLen + " where the plan expects " + sourceLen);
+            }
+            return this;
+        }
+    }
+
+    /**
+     * The growth of one weight, as stored ({@code [rows, cols]}; a 1-D tensor is one row): grown element {@code (i',
+     * j')} = {@code W[src(i'), src(j')] / divisor + offset + noise}, where noise follows the class comment for a
+     * linear weight's input axis.
+     */
+    public static final class WeightGrowth {
+        private final String name;
+        private final long[] sourceShape;
+        private final long[] grownShape;
+        private final AxisMap rows;
+        private final AxisMap cols;
+        private final float divisor;
+        private final float offset;
+        private final int noiseAxis; // 0 rows, 1 cols, -1 none
+        private final double snrDb;
+        private final long seed;
+        private final boolean unchanged;
+
+        WeightGrowth(
+                String name,
+                long[] sourceShape,
+                long[] grownShape,
+                AxisMap rows,
+                AxisMap cols,
+                float divisor,
+                float offset,
+                int noiseAxis,
+                double snrDb,
+                long seed) {
+            this.name = name;
+            this.sourceShape = sourceShape.clone();
+            this.grownShape = grownShape;
+            this.rows = rows;
+            this.cols = cols;
+            this.divisor = divisor;
+            this.offset = offset;
+            this.noiseAxis = Double.isFinite(snrDb) ? noiseAxis : -1;
+            this.snrDb = snrDb;
+            this.seed = seed;
+            this.unchanged = rows.factor == 1 && cols.factor == 1 && divisor == 1f && offset == 0f;
+        }
+
+        static WeightGrowth unchanged(String name, long[] shape) {
+            return new WeightGrowth(
+                    name,
+                    shape,
+                    shape.clone(),
+                    AxisMap.identity(1),
+                    AxisMap.identity(1),
+                    1f,
+                    0f,
+                    -1,
+                    Double.POSITIVE_INFINITY,
+                    0);
+        }
+
+        public String name() {
+            return name;
+        }
+
+        /** The grown stored shape. */
+        public long[] grownShape() {
+            return grownShape.clone();
+        }
+
+        /** Whether the weight is written as it is (buffers, vocabulary-only axes, factor 1 everywhere). */
+        public boolean isUnchanged() {
+            return unchanged;
+        }
+
+        /** Whether this weight receives symmetry-breaking noise. */
+        public boolean hasNoise() {
+            return noiseAxis >= 0;
+        }
+
+        /** Grows a whole weight held in memory ({@code source} in stored layout, row-major). */
+        public float[] apply(float[] source) {
+            long n = 1;
+            for (long d : sourceShape) {
+                n = Math.multiplyExact(n, d);
+            }
+            if (source.length != n) {
+                throw new IllegalArgumentException("tensor '" + name + "': " + source.length + " values for shape "
+                        + Arrays.toString(sourceShape));
+            }
+            if (unchanged) {
+                return source.clone();
+            }
+            Rows r = new Rows(i -> source, noisePower(source));
+            float[] out = new float[Math.multiplyExact(rows.grownLen, cols.grownLen)];
+            float[] row = new float[cols.grownLen];
+            for (int i = 0; i < rows.grownLen; i++) {
+                r.row(i, row, sourceRowOffset(i));
+                System.arraycopy(row, 0, out, i * cols.grownLen, cols.grownLen);
+            }
+            return out;
+        }
+
+        /**
+         * A lazy grown tensor of dtype {@code dtype} over {@code source}: each read computes the grown rows it covers
+         * from the source rows (one row cached), so a writer streams it with memory of a few rows. The source tensor
+         * is returned as it is when nothing changes and the dtype matches.
+         */
+        public Tensor tensor(Tensor source, DType dtype) {
+            if (!Arrays.equals(source.shape(), sourceShape)) {
+                throw new IllegalArgumentException("tensor '" + source.name() + "' has shape "
+                        + Arrays.toString(source.shape()) + "; the plan was made for " + Arrays.toString(sourceShape));
+            }
+            if (unchanged) {
+                return source.as(dtype);
+            }
+            return new GrownTensor(source, dtype);
+        }
+
+        /** Offset of source row {@code src(i)} in a flat source array. */
+        private int sourceRowOffset(int grownRow) {
+            return rows.source(grownRow) * cols.sourceLen;
+        }
+
+        /** Mean square of a noise block: the source block's power (W / f_in)² over 10^(SNR/10). */
+        private double noisePowerFromMeanSquare(double meanSquare) {
+            if (noiseAxis < 0) {
+                return 0;
+            }
+            double block = meanSquare / ((double) divisor * divisor);
+            return block / Math.pow(10, snrDb / 10);
+        }
+
+        private double noisePower(float[] source) {
+            if (noiseAxis < 0) {
+                return 0;
+            }
+            double s = 0;
+            for (float v : source) {
+                s += (double) v * v;
+            }
+            return noisePowerFromMeanSquare(source.length == 0 ? 0 : s / source.length);
+        }
+
+        /** Computes grown rows from source rows. */
+        private final class Rows {
+            private final IntFunction<float[]> sourceRow; // grown row → array holding its source row
+            private final double amplitude; // per-copy noise scale: σ / sqrt(1 − 1/f) × (1/σ_u)
+            private final long nameHash;
+
+            Rows(IntFunction<float[]> sourceRow, double noisePower) {
+                this.sourceRow = sourceRow;
+                int f = noiseAxis < 0 ? 1 : noiseAxis == 0 ? rows.factor : cols.factor;
+                this.amplitude = f > 1 ? Math.sqrt(noisePower / (1.0 - 1.0 / f)) : 0;
+                this.nameHash = hash(name);
+            }
+
+            /** Fills {@code out[0 .. cols.grownLen)} with grown row {@code i}; {@code base} locates its source row. */
+            void row(int i, float[] out, int base) {
+                float[] srcArr = sourceRow.apply(i);
+                int sr = rows.source(i);
+                int cr = rows.copy(i);
+                for (int j = 0; j < cols.grownLen; j++) {
+                    out[j] = srcArr[base + cols.source(j)] / divisor + offset;
+                }
+                if (noiseAxis < 0 || amplitude == 0) {
+                    return;
+                }
+                if (noiseAxis == 1) {
+                    // [out, in]: row = (out copy a, source out index o); columns = (in copy b, source in index).
+                    int f = cols.factor;
+                    long rowKey = mix(mix(seed ^ nameHash) + ((long) cr << 32 | sr));
+                    for (int j = 0; j < cols.grownLen; j++) {
+                        out[j] += (float) noise(rowKey, cols.source(j), cols.copy(j), f);
+                    }
+                } else {
+                    // [in, out]: row = (in copy b, source in index); columns = (out copy a, source out index o).
+                    int f = rows.factor;
+                    long base0 = mix(seed ^ nameHash);
+                    for (int j = 0; j < cols.grownLen; j++) {
+                        long rowKey = mix(base0 + ((long) cols.copy(j) << 32 | cols.source(j)));
+                        out[j] += (float) noise(rowKey, sr, cr, f);
+                    }
+                }
+            }
+
+            /** N_b for element {@code in} of a row keyed (out copy, out index): zero-mean over the f in-copies. */
+            private double noise(long rowKey, int in, int b, int f) {
+                long k = rowKey + (long) in * f;
+                double mean = 0;
+                double mine = 0;
+                for (int c = 0; c < f; c++) {
+                    double u = uniform(mix(k + c));
+                    mean += u;
+                    if (c == b) {
+                        mine = u;
+                    }
+                }
+                return amplitude * (mine - mean / f);
+            }
+        }
+
+        /** The lazy grown tensor. */
+        private final class GrownTensor implements Tensor {
+            private final Tensor source;
+            private final DType dtype;
+            private Rows rowMaker;
+            private float[] sourceRowBuf;
+            private int cachedSourceRow = -1;
+            private float[] grownRow;
+            private int cachedGrownRow = -1;
+            private ByteBuffer encoded;
+
+            GrownTensor(Tensor source, DType dtype) {
+                this.source = source;
+                this.dtype = dtype;
+            }
+
+            @Override
+            public String name() {
+                return source.name();
+            }
+
+            @Override
+            public DType dtype() {
+                return dtype;
+            }
+
+            @Override
+            public long[] shape() {
+                return grownShape;
+            }
+
+            private synchronized void init() {
+                if (rowMaker != null) {
+                    return;
+                }
+                double power = 0;
+                if (noiseAxis >= 0) {
+                    long total = source.numel();
+                    float[] buf = new float[(int) Math.min(total, 1 << 20)];
+                    double s = 0;
+                    for (long at = 0; at < total; at += buf.length) {
+                        int len = (int) Math.min(buf.length, total - at);
+                        source.readFloats(at, buf, 0, len);
+                        for (int i = 0; i < len; i++) {
+                            s += (double) buf[i] * buf[i];
+                        }
+                    }
+                    power = noisePowerFromMeanSquare(total == 0 ? 0 : s / total);
+                }
+                sourceRowBuf = new float[cols.sourceLen];
+                grownRow = new float[cols.grownLen];
+                encoded = ByteBuffer.allocate(Math.multiplyExact(cols.grownLen, dtype.size()))
+                        .order(ByteOrder.LITTLE_ENDIAN);
+                rowMaker = new Rows(
+                        i -> {
+                            int sr = rows.source(i);
+                            if (sr != cachedSourceRow) {
+                                source.readFloats((long) sr * cols.sourceLen, sourceRowBuf, 0, cols.sourceLen);
+                                cachedSourceRow = sr;
+                            }
+                            return sourceRowBuf;
+                        },
+                        power);
+            }
+
+            @Override
+            public synchronized void readBytes(long byteOffset, ByteBuffer dst) {
+                init();
+                long rowBytes = (long) cols.grownLen * dtype.size();
+                long total = rowBytes * rows.grownLen;
+                long at = byteOffset;
+                while (dst.hasRemaining() && at < total) {
+                    int r = Math.toIntExact(at / rowBytes);
+                    if (r != cachedGrownRow) {
+                        rowMaker.row(r, grownRow, 0);
+                        encoded.clear();
+                        TensorOps.encode(dtype, grownRow, 0, grownRow.length, encoded);
+                        encoded.flip();
+                        cachedGrownRow = r;
+                    }
+                    int inRow = (int) (at - r * rowBytes);
+                    int len = (int) Math.min(dst.remaining(), rowBytes - inRow);
+                    ByteBuffer slice = encoded.duplicate();
+                    slice.position(inRow).limit(inRow + len);
+                    dst.put(slice);
+                    at += len;
+                }
+            }
+        }
+    }
+
+    static long hash(String s) {
+        long h = 0x9E3779B97F4A7C15L;
+        for (byte b : s.getBytes(StandardCharsets.UTF_8)) {
+            h = mix(h ^ (b & 0xff));
+        }
+        return h;
+    }
+
+    /** SplitMix64's finaliser. */
+    static long mix(long z) {
+        z += 0x9E3779B97F4A7C15L;
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        return z ^ (z >>> 31);
+    }
+
+    /** A uniform value of unit variance in [−√3, √3) from the top 53 bits. */
+    static double uniform(long bits) {
+        return ((bits >>> 11) * 0x1.0p-53 * 2 - 1) * SQRT3;
+    }
+
+    private static final double SQRT3 = Math.sqrt(3);
+}
