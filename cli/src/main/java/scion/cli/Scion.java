@@ -18,6 +18,7 @@ import scion.io.UnavailableException;
         subcommands = {
             InspectCommand.class,
             ConvertCommand.class,
+            GrowCommand.class,
             ExportCommand.class,
             DemoCommand.class,
             ValidateCommand.class,

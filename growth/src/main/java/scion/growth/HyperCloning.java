@@ -1,5 +1,7 @@
 package scion.growth;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -12,6 +14,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.function.IntFunction;
 import scion.io.InvalidInputException;
+import scion.io.Json;
 import scion.io.arch.Architecture;
 import scion.io.arch.Axis;
 import scion.io.arch.Dims;
@@ -19,6 +22,8 @@ import scion.io.arch.Role;
 import scion.io.arch.WeightGraph;
 import scion.io.arch.WeightGraph.Weight;
 import scion.io.arch.WeightSpec;
+import scion.io.config.ModelConfig;
+import scion.io.config.ModelConfig.Field;
 import scion.io.tensor.DType;
 import scion.io.tensor.Tensor;
 import scion.io.tensor.TensorOps;
@@ -73,6 +78,8 @@ public final class HyperCloning {
      * Families whose Hugging Face attention reads a separate key/value head count ({@code num_key_value_heads}):
      * only these can keep their key/value heads while the query heads grow.
      */
+    private static final String WORD_EMBED_PROJ_DIM = "word_embed_proj_dim";
+
     static final Set<String> GROUPED_KV_FAMILIES = Set.of("llama", "mistral", "qwen2", "gemma");
 
     /** What happens to the key/value heads when the width grows. */
@@ -144,18 +151,30 @@ public final class HyperCloning {
         List<String> problems = new ArrayList<>();
         for (Weight w : graph.weights()) {
             if (w.role() == Role.EMBEDDING_PROJECTION || w.role() == Role.OUTPUT_PROJECTION) {
-                problems.add("tensor '" + w.name() + "' (" + w.role().id()
-                        + ") projects the embedding to a different width; expected a model whose embedding width"
-                        + " equals its hidden size, found a " + w.role().id());
+                problems.add(InvalidInputException.of(
+                                "tensor '" + w.name() + "'",
+                                "projects the embedding to another width ("
+                                        + w.role().id() + "), which width" + " growth does not handle",
+                                "an embedding as wide as the hidden size",
+                                "a " + w.role().id())
+                        .getMessage());
             } else if (w.role() != Role.BUFFER && !w.tensor().dtype().isFloatingPoint()) {
-                problems.add("tensor '" + w.name() + "' has dtype " + w.tensor().dtype()
-                        + "; expected a floating-point weight, found an integer one");
+                problems.add(InvalidInputException.of(
+                                "tensor '" + w.name() + "'",
+                                "not a floating-point weight",
+                                "F32, F16 or BF16",
+                                w.tensor().dtype())
+                        .getMessage());
             }
         }
         graph.config().get("word_embed_proj_dim").ifPresent(v -> {
             if (v.asInt() != graph.dims().hidden()) {
-                problems.add("word_embed_proj_dim is " + v.asInt() + "; expected it equal to the hidden size "
-                        + graph.dims().hidden() + " (no embedding projection), found a projected embedding");
+                problems.add(InvalidInputException.of(
+                                graph.config().source(),
+                                "word_embed_proj_dim differs from the hidden size (a projected embedding)",
+                                graph.dims().hidden(),
+                                v.asInt())
+                        .getMessage());
             }
         });
         return plan(graph.architecture(), graph.dims(), p, hasFinalNorm, problems);
@@ -173,12 +192,20 @@ public final class HyperCloning {
     private static Plan plan(Architecture arch, Dims dims, Params p, boolean hasFinalNorm, List<String> problems) {
         String family = arch.family();
         if (p.width() < 1) {
-            problems.add("--width " + p.width() + " is not a growth factor; expected an integer ≥ 1 (the hidden"
-                    + " state becomes that many copies), found " + p.width());
+            problems.add(InvalidInputException.of(
+                            "--width",
+                            "not a growth factor (the grown hidden state is that many whole copies)",
+                            "an integer ≥ 1",
+                            p.width())
+                    .getMessage());
         }
         if (p.ffn() < 1) {
-            problems.add("--ffn " + p.ffn() + " is not a growth factor; expected an integer ≥ 1 (the MLP gets that"
-                    + " many copies of each neuron), found " + p.ffn());
+            problems.add(InvalidInputException.of(
+                            "--ffn",
+                            "not a growth factor (each MLP neuron gets that many whole copies)",
+                            "an integer ≥ 1",
+                            p.ffn())
+                    .getMessage());
         }
         boolean mqa = dims.kvHeads() == 1 && dims.heads() > 1;
         boolean grouped = GROUPED_KV_FAMILIES.contains(family);
@@ -187,18 +214,23 @@ public final class HyperCloning {
             kv = mqa && grouped ? KvMode.KEEP : KvMode.GROW;
         }
         if (kv == KvMode.KEEP && !grouped && p.width() != 1) {
-            problems.add("--kv keep: " + family + " has no separate key/value head count (its attention uses as"
-                    + " many key/value heads as query heads); expected --kv grow or auto, found keep");
+            problems.add(InvalidInputException.of(
+                            "--kv keep",
+                            family + " has no separate key/value head count (its attention uses as many key/value"
+                                    + " heads as query heads)",
+                            "--kv grow or auto",
+                            "keep")
+                    .getMessage());
         }
         if (p.noise() && !(p.noiseSnrDb() > -200 && p.noiseSnrDb() < 400)) {
-            problems.add("--noise-snr-db " + p.noiseSnrDb() + " is out of range; expected a finite value in (-200,"
-                    + " 400) dB, found " + p.noiseSnrDb());
+            problems.add(InvalidInputException.of(
+                            "--noise-snr-db", "out of range", "a value in (-200, 400) dB", p.noiseSnrDb())
+                    .getMessage());
         }
         if (!problems.isEmpty()) {
-            String where = family + " model";
-            throw new InvalidInputException(where + ": cannot grow the width"
-                    + (problems.size() > 1 ? " (" + problems.size() + " problems)" : "") + ": "
-                    + String.join("\n  ", problems));
+            String rest = problems.size() > 1 ? "\n  " + String.join("\n  ", problems.subList(1, problems.size())) : "";
+            throw new InvalidInputException(
+                    (problems.size() > 1 ? problems.size() + " problems; " : "") + problems.get(0) + rest);
         }
         return new Plan(arch, dims, p, kv, hasFinalNorm);
     }
@@ -309,6 +341,89 @@ public final class HyperCloning {
          */
         public boolean untiedHead() {
             return untie;
+        }
+
+        /**
+         * The grown model's config: hidden size, heads, intermediate size (explicit when it was, or when the family's
+         * default factor no longer gives it), key/value heads (when the file had them or they now differ from the
+         * heads), {@code tie_word_embeddings} when the head was untied, and OPT's {@code word_embed_proj_dim}. {@code
+         * head_dim} is kept: explicit stays explicit, and an implicit hidden/heads stays equal since both grow by n.
+         * Every other field is unchanged.
+         */
+        public ModelConfig config(ModelConfig cfg) {
+            ModelConfig c = cfg.with(Field.HIDDEN, grown.hidden()).with(Field.HEADS, grown.heads());
+            boolean ffnImplied = cfg.integer(Field.INTERMEDIATE).isEmpty()
+                    && arch.ffnDefaultFactor() > 0
+                    && (long) arch.ffnDefaultFactor() * grown.hidden() == grown.ffn();
+            if (!ffnImplied) {
+                c = c.with(Field.INTERMEDIATE, grown.ffn());
+            }
+            if (cfg.integer(Field.KV_HEADS).isPresent() || grown.kvHeads() != grown.heads()) {
+                c = c.with(Field.KV_HEADS, grown.kvHeads());
+            }
+            if (untie) {
+                c = c.with(Field.TIE_EMBEDDINGS, false);
+            }
+            if (cfg.get(WORD_EMBED_PROJ_DIM).isPresent()) {
+                try {
+                    ObjectNode json = (ObjectNode) Json.mapper().readTree(c.toJson());
+                    json.put(WORD_EMBED_PROJ_DIM, grown.hidden());
+                    ModelConfig re = ModelConfig.parse(Json.mapper().writeValueAsString(json), cfg.source());
+                    for (Map.Entry<Field, Object> e : c.changes().entrySet()) {
+                        re = re.with(e.getKey(), e.getValue()); // keep the record of changed fields
+                    }
+                    c = re;
+                } catch (JsonProcessingException e) {
+                    throw new IllegalStateException("config.json written by ModelConfig cannot be read back", e);
+                }
+            }
+            return c;
+        }
+
+        /** What a report should tell the user, one sentence each. */
+        public List<String> notes() {
+            List<String> out = new ArrayList<>();
+            out.add(String.format(
+                    Locale.ROOT,
+                    "width ×%d, ffn ×%d: hidden %d → %d, heads %d → %d, key/value heads %d → %d (%s), intermediate %d"
+                            + " → %d, head_dim %d kept; function-preserving (every hidden state is %d copies of the"
+                            + " source's)",
+                    n,
+                    m,
+                    source.hidden(),
+                    grown.hidden(),
+                    source.heads(),
+                    grown.heads(),
+                    source.kvHeads(),
+                    grown.kvHeads(),
+                    kv.id(),
+                    source.ffn(),
+                    grown.ffn(),
+                    source.headDim(),
+                    n));
+            if (untie) {
+                out.add("tied head UNTIED: " + arch.family() + " without a final norm has no place to fold the head's"
+                        + " 1/" + n + ", so the output stores lm_head (tiled embedding / " + n
+                        + ") and sets tie_word_embeddings = false");
+            } else if (headFoldDivisor != 1f) {
+                out.add("tied head kept tied: its 1/" + n + " is folded into the final norm"
+                        + ("rms_plus_one".equals(arch.norm())
+                                ? " ((1+γ)/√" + n + " − 1, with the embedding ÷ √" + n + " for the √hidden input scale)"
+                                : " (weight" + (arch.norm().startsWith("layer") ? " and bias" : "") + " / " + n + ")"));
+            } else if (embeddingDivisor != 1f) {
+                out.add("embedding ÷ √" + n + ": the √hidden input scale becomes √(" + n + "·hidden)");
+            }
+            if (params.noise() && (n > 1 || m > 1)) {
+                out.add(String.format(
+                        Locale.ROOT,
+                        "symmetry-breaking noise %.1f dB below each linear block (seed %d), zero-sum over input"
+                                + " copies: the copies' weights differ, the function does not",
+                        params.noiseSnrDb(),
+                        params.seed()));
+            } else {
+                out.add("no noise: the copies are exact");
+            }
+            return out;
         }
 
         /** The map of an axis space: grown index → (copy, source index). */

@@ -482,7 +482,7 @@ class HyperCloningTest {
         Dims d = new Dims(8, 1, 4, 4, 2, 32, 10, 6, 0, true);
         InvalidInputException e = assertThrows(
                 InvalidInputException.class, () -> HyperCloning.plan(a, d, new Params(0, 1, KvMode.KEEP, 20, 0), true));
-        assertTrue(e.getMessage().contains("--width 0"), e.getMessage());
+        assertTrue(e.getMessage().contains("--width: not a growth factor"), e.getMessage());
         assertTrue(e.getMessage().contains("--kv keep"), e.getMessage());
         assertTrue(e.getMessage().contains("2 problems"), e.getMessage());
         assertThrows(InvalidInputException.class, () -> HyperCloning.plan(a, d, Params.exact(2, 0), true));

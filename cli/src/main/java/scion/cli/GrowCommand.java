@@ -1,0 +1,289 @@
+package scion.cli;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.UncheckedIOException;
+import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+import scion.growth.DepthGrowth;
+import scion.growth.GrowthPlan;
+import scion.growth.HyperCloning;
+import scion.io.InvalidInputException;
+import scion.io.Json;
+import scion.io.Model;
+import scion.io.Provenance;
+import scion.io.arch.Dims;
+import scion.io.config.ModelConfig;
+import scion.io.safetensors.SafetensorsWriter;
+import scion.io.tensor.Tensor;
+
+/**
+ * {@code scion grow MODEL OUT}: a larger model from a smaller one — wider by HyperCloning ({@code --width}, {@code
+ * --ffn}), deeper by {@link DepthGrowth} ({@code --depth}), or both in one pass. The output is streamed tensor by
+ * tensor into a staging folder, checked against its new config.json and renamed into place.
+ */
+@Command(
+        name = "grow",
+        description = {
+            "Grow a checkpoint: wider by HyperCloning (function-preserving: the grown hidden state is N copies of the"
+                    + " source's, logits unchanged) and/or deeper (--depth).",
+            "Depth: 'identity' adds blocks with zero output projections (exact on pre-LN families); 'stack'"
+                    + " duplicates blocks (depth up-scaling, NOT function-preserving: needs training).",
+            "Tied embeddings stay tied (the head's 1/N is folded into the final norm). Weights keep their dtype;"
+                    + " bf16 with power-of-two factors and --no-noise is exact."
+        },
+        mixinStandardHelpOptions = true)
+final class GrowCommand implements Callable<Integer> {
+    @Parameters(index = "0", paramLabel = "MODEL", description = "A Hugging Face safetensors folder.")
+    Path in;
+
+    @Parameters(index = "1", paramLabel = "OUT", description = "The output folder.")
+    Path out;
+
+    @Option(
+            names = "--width",
+            paramLabel = "N",
+            description = "Multiply the hidden size and the attention heads by the integer N (head_dim is kept).")
+    String width;
+
+    @Option(
+            names = "--ffn",
+            paramLabel = "M",
+            description = "Multiply the MLP intermediate size by the integer M (default: N).")
+    String ffn;
+
+    @Option(
+            names = "--kv",
+            paramLabel = "auto|grow|keep",
+            defaultValue = "auto",
+            description = "Key/value heads: grow with the query heads, or keep them (auto: keep only for multi-query"
+                    + " attention, one key/value head). Default: ${DEFAULT-VALUE}.")
+    String kv;
+
+    @Option(
+            names = "--noise-snr-db",
+            paramLabel = "D",
+            description = "Symmetry-breaking noise, D dB below each weight block's power; zero-sum over the input"
+                    + " copies, so still function-preserving (default: "
+                    + HyperCloning.DEFAULT_NOISE_SNR_DB + ").")
+    Double noiseSnrDb;
+
+    @Option(names = "--no-noise", description = "Exact copies, no symmetry-breaking noise.")
+    boolean noNoise;
+
+    @Option(
+            names = "--seed",
+            paramLabel = "S",
+            defaultValue = "0",
+            description = "Seed of the noise (same seed, same" + " bytes). Default: ${DEFAULT-VALUE}.")
+    long seed;
+
+    @Option(names = "--depth", paramLabel = "L", description = "Grow to L transformer blocks.")
+    Integer depth;
+
+    @Option(
+            names = "--depth-method",
+            paramLabel = "identity|stack",
+            description = "How new blocks are made (default: identity).")
+    String depthMethod;
+
+    @Option(
+            names = "--positions",
+            paramLabel = "I,J,...",
+            description = "Source block indices after which new blocks go, one per new block.")
+    String positions;
+
+    @Option(
+            names = "--shard-size",
+            paramLabel = "SIZE",
+            description = "Cut output shards at this many bytes (e.g. 5GB, 2GiB).")
+    String shardSize;
+
+    @Option(names = "--force", description = "Replace OUT if it exists (only once the new output is complete).")
+    boolean force;
+
+    @Option(names = "--json", description = "Print a JSON summary instead of text.")
+    boolean json;
+
+    @Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws JsonProcessingException {
+        if (noNoise && noiseSnrDb != null) {
+            throw InvalidInputException.of("--no-noise", "contradicts --noise-snr-db", "one of them", "both");
+        }
+        if (width == null && ffn == null && depth == null) {
+            throw InvalidInputException.of("scion grow", "nothing to grow", "--width N and/or --depth L", "neither");
+        }
+        Map<String, Object> summary = new LinkedHashMap<>();
+        try (Model m = Model.open(in)) {
+            if (m.format() == Model.Format.ONNX) {
+                // HOOK(onnx): ONNX in, ONNX out (OnnxGrowth, the other growth engineer's) is wired here.
+                throw InvalidInputException.of(
+                        in.toString(), "ONNX growth is not yet implemented", "a safetensors folder", "an ONNX model");
+            }
+            if (out.getFileName().toString().endsWith(".onnx")
+                    || out.getFileName().toString().endsWith(".safetensors")) {
+                throw InvalidInputException.of(
+                        out.toString(), "a grown model needs its own config.json", "an output folder", "a file name");
+            }
+            Dims dims = m.graph().dims();
+            Optional<HyperCloning.Params> widthParams = Optional.empty();
+            if (width != null || ffn != null) {
+                int n = width == null ? 1 : factor("--width", width, dims);
+                int f = ffn == null ? n : factor("--ffn", ffn, dims);
+                double snr = noNoise
+                        ? Double.POSITIVE_INFINITY
+                        : noiseSnrDb != null ? noiseSnrDb : HyperCloning.DEFAULT_NOISE_SNR_DB;
+                widthParams = Optional.of(new HyperCloning.Params(n, f, kvMode(kv), snr, seed));
+            }
+            Optional<DepthGrowth.Params> depthParams = Optional.empty();
+            if (depth != null) {
+                depthParams = Optional.of(DepthGrowth.Params.parse(depth, depthMethod, positions));
+            } else if (depthMethod != null || positions != null) {
+                throw InvalidInputException.of(
+                        depthMethod != null ? "--depth-method" : "--positions",
+                        "applies to depth growth",
+                        "--depth L with it",
+                        "no --depth");
+            }
+            long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+            GrowthPlan plan = GrowthPlan.plan(m.graph(), widthParams, depthParams);
+            write(m, plan, shard, summary);
+        }
+        PrintWriter o = spec.commandLine().getOut();
+        if (json) {
+            o.println(Json.mapper().writeValueAsString(summary));
+        } else {
+            for (Map.Entry<String, Object> e : summary.entrySet()) {
+                if (e.getValue() instanceof List) {
+                    for (Object line : (List<?>) e.getValue()) {
+                        o.printf(Locale.ROOT, "  %-14s %s%n", e.getKey(), line);
+                    }
+                } else {
+                    o.printf(Locale.ROOT, "  %-14s %s%n", e.getKey(), e.getValue());
+                }
+            }
+        }
+        o.flush();
+        return ExitCodes.OK;
+    }
+
+    private void write(Model m, GrowthPlan plan, long shard, Map<String, Object> summary) {
+        List<Tensor> tensors = plan.tensors();
+        long total = 0;
+        for (Tensor t : tensors) {
+            total = Math.addExact(total, t.byteSize());
+        }
+        Map<String, String> params = new LinkedHashMap<>(plan.parameters());
+        params.put("shard_size", shardSize == null ? "none" : Long.toString(shard));
+        Map<String, String> meta = new LinkedHashMap<>(m.checkpoint().metadata());
+        meta.putAll(Provenance.of(
+                Scion.version(), "grow", params, Map.of(in.getFileName().toString(), m.checkpoint())));
+        ModelConfig cfg =
+                plan.config(out.toAbsolutePath().normalize().getFileName().toString());
+        try (Progress bar = Progress.forTerminal("growing", total);
+                SafetensorsWriter.Output o = SafetensorsWriter.create()
+                        .force(force)
+                        .shardSize(shard)
+                        .metadata(meta)
+                        .progress(bar::advance)
+                        .open(out)) {
+            o.writeTensors(tensors);
+            o.addFile("config.json", cfg.toJson().getBytes(StandardCharsets.UTF_8));
+            for (Path p : companionFiles(m.location())) {
+                o.copyFile(p);
+            }
+            o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
+            Dims grown;
+            // The staged folder must open as a model of its family with the new config: shapes agree.
+            try (Model check = Model.open(o.staging())) {
+                grown = check.graph().dims();
+            }
+            List<Path> files = o.commit();
+            Dims src = m.graph().dims();
+            summary.put("output", out.toString());
+            summary.put("family", m.graph().architecture().family());
+            summary.put("hidden", src.hidden() + " → " + grown.hidden());
+            summary.put("heads", src.heads() + " → " + grown.heads());
+            summary.put("kv_heads", src.kvHeads() + " → " + grown.kvHeads());
+            summary.put("intermediate", src.ffn() + " → " + grown.ffn());
+            summary.put("layers", src.layers() + " → " + grown.layers());
+            summary.put("tied", src.tied() + " → " + grown.tied());
+            summary.put("files", files.size());
+            summary.put("tensor_bytes", total);
+            summary.put("notes", plan.notes());
+        }
+    }
+
+    /** An integer factor ≥ 1; anything else is refused with what it would mean for this model. */
+    private static int factor(String option, String value, Dims dims) {
+        BigDecimal v;
+        try {
+            v = new BigDecimal(value.trim());
+        } catch (NumberFormatException e) {
+            throw InvalidInputException.of(option, "not a number", "an integer ≥ 1", "'" + value + "'");
+        }
+        boolean integral = v.signum() > 0 && v.stripTrailingZeros().scale() <= 0;
+        if (!integral || v.compareTo(BigDecimal.valueOf(1 << 16)) > 0) {
+            String why = "--width".equals(option)
+                    ? "HyperCloning stacks whole copies of the hidden state: " + dims.heads() + " heads × " + value
+                            + " must be a whole number of heads and " + dims.hidden() + " × " + value
+                            + " a whole number of copies"
+                    : "each of the " + dims.ffn() + " MLP neurons is copied a whole number of times";
+            throw InvalidInputException.of(
+                    option, "not an integer growth factor (" + why + ")", "an integer ≥ 1", value);
+        }
+        return v.intValueExact();
+    }
+
+    private static HyperCloning.KvMode kvMode(String s) {
+        for (HyperCloning.KvMode k : HyperCloning.KvMode.values()) {
+            if (k.id().equals(s.trim().toLowerCase(Locale.ROOT))) {
+                return k;
+            }
+        }
+        throw InvalidInputException.of("--kv", "unknown mode", "auto, grow or keep", "'" + s + "'");
+    }
+
+    /** Non-weight files of a Hugging Face folder that travel with the weights (tokenizer, generation config). */
+    private static List<Path> companionFiles(Path location) {
+        List<Path> out = new ArrayList<>();
+        if (!Files.isDirectory(location)) {
+            return out;
+        }
+        try (DirectoryStream<Path> ds = Files.newDirectoryStream(location)) {
+            for (Path p : ds) {
+                String n = p.getFileName().toString();
+                if (Files.isRegularFile(p)
+                        && !n.endsWith(".safetensors")
+                        && !n.endsWith(".safetensors.index.json")
+                        && !n.equals("config.json")
+                        && !n.equals("scion-recipe.json")
+                        && !n.startsWith(".")) {
+                    out.add(p);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException(location + ": cannot list the model folder", e);
+        }
+        out.sort(null);
+        return out;
+    }
+}
