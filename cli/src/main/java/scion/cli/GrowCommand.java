@@ -23,12 +23,14 @@ import picocli.CommandLine.Spec;
 import scion.growth.DepthGrowth;
 import scion.growth.GrowthPlan;
 import scion.growth.HyperCloning;
+import scion.growth.OnnxGrowth;
 import scion.io.InvalidInputException;
 import scion.io.Json;
 import scion.io.Model;
 import scion.io.Provenance;
 import scion.io.arch.Dims;
 import scion.io.config.ModelConfig;
+import scion.io.onnx.OnnxWriter;
 import scion.io.safetensors.SafetensorsWriter;
 import scion.io.tensor.Tensor;
 
@@ -49,10 +51,13 @@ import scion.io.tensor.Tensor;
         },
         mixinStandardHelpOptions = true)
 final class GrowCommand implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "MODEL", description = "A Hugging Face safetensors folder.")
+    @Parameters(
+            index = "0",
+            paramLabel = "MODEL",
+            description = "A Hugging Face safetensors folder, or an .onnx file (width only; the graph is kept).")
     Path in;
 
-    @Parameters(index = "1", paramLabel = "OUT", description = "The output folder.")
+    @Parameters(index = "1", paramLabel = "OUT", description = "The output folder (an .onnx file for ONNX input).")
     Path out;
 
     @Option(
@@ -133,13 +138,10 @@ final class GrowCommand implements Callable<Integer> {
         }
         Map<String, Object> summary = new LinkedHashMap<>();
         try (Model m = Model.open(in)) {
-            if (m.format() == Model.Format.ONNX) {
-                // HOOK(onnx): ONNX in, ONNX out (OnnxGrowth, the other growth engineer's) is wired here.
-                throw InvalidInputException.of(
-                        in.toString(), "ONNX growth is not yet implemented", "a safetensors folder", "an ONNX model");
-            }
-            if (out.getFileName().toString().endsWith(".onnx")
-                    || out.getFileName().toString().endsWith(".safetensors")) {
+            boolean onnx = m.format() == Model.Format.ONNX; // ONNX in, ONNX out: growOnnx below
+            if (!onnx
+                    && (out.getFileName().toString().endsWith(".onnx")
+                            || out.getFileName().toString().endsWith(".safetensors"))) {
                 throw InvalidInputException.of(
                         out.toString(), "a grown model needs its own config.json", "an output folder", "a file name");
             }
@@ -163,9 +165,13 @@ final class GrowCommand implements Callable<Integer> {
                         "--depth L with it",
                         "no --depth");
             }
-            long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
-            GrowthPlan plan = GrowthPlan.plan(m.graph(), widthParams, depthParams);
-            write(m, plan, shard, summary);
+            if (onnx) {
+                growOnnx(m, widthParams, depthParams, summary);
+            } else {
+                long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+                GrowthPlan plan = GrowthPlan.plan(m.graph(), widthParams, depthParams);
+                write(m, plan, shard, summary);
+            }
         }
         PrintWriter o = spec.commandLine().getOut();
         if (json) {
@@ -230,6 +236,50 @@ final class GrowCommand implements Callable<Integer> {
             summary.put("tensor_bytes", total);
             summary.put("notes", plan.notes());
         }
+    }
+
+    // ---- ONNX in, ONNX out (OnnxGrowth): width only; the graph, its inputs and outputs are kept.
+
+    private void growOnnx(
+            Model m,
+            Optional<HyperCloning.Params> widthParams,
+            Optional<DepthGrowth.Params> depthParams,
+            Map<String, Object> summary) {
+        if (depthParams.isPresent()) {
+            DepthGrowth.plan(m.graph(), depthParams.get()); // refuses ONNX with the reason and a hint
+        }
+        if (!out.getFileName().toString().endsWith(".onnx")) {
+            throw InvalidInputException.of(
+                    out.toString(), "ONNX input grows to ONNX", "an output path ending in .onnx", out);
+        }
+        if (shardSize != null) {
+            throw InvalidInputException.of(
+                    "--shard-size", "sharding applies to safetensors output", "no --shard-size for ONNX", shardSize);
+        }
+        OnnxGrowth.Plan plan = OnnxGrowth.plan(m, widthParams.orElseThrow());
+        Map<String, String> params = new LinkedHashMap<>(plan.width().params().describe());
+        params.put("kv", plan.width().kvMode().id());
+        Map<String, String> meta = Provenance.of(
+                Scion.version(), "grow", params, Map.of(in.getFileName().toString(), m.checkpoint()));
+        OnnxWriter.Written w = OnnxGrowth.write(
+                m, plan, out, OnnxWriter.Options.defaults().withForce(force).withMetadata(meta));
+        Dims src = plan.width().source();
+        Dims grown = plan.width().grown();
+        summary.put("output", w.model().toString());
+        w.dataFile().ifPresent(p -> summary.put("external_data", p.toString()));
+        summary.put("family", m.graph().architecture().family());
+        summary.put("hidden", src.hidden() + " → " + grown.hidden());
+        summary.put("heads", src.heads() + " → " + grown.heads());
+        summary.put("kv_heads", src.kvHeads() + " → " + grown.kvHeads());
+        summary.put("intermediate", src.ffn() + " → " + grown.ffn());
+        summary.put("weights", plan.grownWeights() + " initializers grown");
+        summary.put("constants", plan.rewrites().size() + " shape constants rewritten (graph kept)");
+        if (!plan.suspicious().isEmpty()) {
+            summary.put("check", plan.suspicious());
+        }
+        summary.put("inputs", String.join(", ", m.onnx().orElseThrow().inputNames()) + " (unchanged)");
+        summary.put("outputs", String.join(", ", m.onnx().orElseThrow().outputNames()) + " (unchanged)");
+        summary.put("model_bytes", w.modelBytes() + w.dataBytes());
     }
 
     /** An integer factor ≥ 1; anything else is refused with what it would mean for this model. */
