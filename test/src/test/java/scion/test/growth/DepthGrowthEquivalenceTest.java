@@ -5,9 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
-import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -16,7 +14,6 @@ import scion.growth.DepthGrowth;
 import scion.io.InvalidInputException;
 import scion.io.Json;
 import scion.io.Model;
-import scion.io.safetensors.SafetensorsWriter;
 import scion.io.tensor.Tensor;
 import scion.test.Fixtures;
 import scion.test.cli.CliRun;
@@ -29,23 +26,19 @@ class DepthGrowthEquivalenceTest {
     @TempDir
     Path tmp;
 
-    /** Grows with the operator's API and writes the result the way a command does (safetensors + config.json). */
-    static Path grow(Path src, Path out, DepthGrowth.Params p) {
-        try (Model m = Model.open(src)) {
-            DepthGrowth.Plan plan = DepthGrowth.plan(m.graph(), p);
-            List<Tensor> ts = DepthGrowth.tensors(plan, m.graph(), w -> w.tensor());
-            try (SafetensorsWriter.Output o = SafetensorsWriter.create().open(out)) {
-                o.writeTensors(ts);
-                o.addFile(
-                        "config.json",
-                        DepthGrowth.config(plan, m.config()).toJson().getBytes(StandardCharsets.UTF_8));
-                o.commit();
-            }
-        }
+    /** {@code scion grow SRC OUT ARGS...}, which must succeed. */
+    static Path grow(Path src, Path out, String... args) {
+        String[] all = new String[args.length + 3];
+        all[0] = "grow";
+        all[1] = src.toString();
+        all[2] = out.toString();
+        System.arraycopy(args, 0, all, 3, args.length);
+        CliRun r = CliRun.of(all);
+        assertEquals(0, r.code(), r.toString());
         return out;
     }
 
-    static JsonNode validate(Path ref, Path cand, String expect) throws Exception {
+    static JsonNode validate(Path ref, Path cand, String expect, int exitCode) throws Exception {
         CliRun r = CliRun.of(
                 "validate",
                 ref.toString(),
@@ -57,7 +50,7 @@ class DepthGrowthEquivalenceTest {
                 "--expect",
                 expect,
                 "--json");
-        assertEquals(expect.equals("identical") ? 0 : r.code(), r.code(), r.toString());
+        assertEquals(exitCode, r.code(), r.toString());
         return Json.mapper().readTree(r.out());
     }
 
@@ -69,11 +62,11 @@ class DepthGrowthEquivalenceTest {
     @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt"})
     void identityBlocksAreExact(String family) throws Exception {
         Path src = Fixtures.hf(family);
-        Path out = grow(src, tmp.resolve(family + "-d5"), new DepthGrowth.Params(5, DepthGrowth.Method.IDENTITY, null));
+        Path out = grow(src, tmp.resolve(family + "-d5"), "--depth", "5");
         try (Model m = Model.open(out)) {
             assertEquals(5, m.graph().dims().layers());
         }
-        JsonNode j = validate(src, out, "identical");
+        JsonNode j = validate(src, out, "identical", 0);
         assertTrue(j.get("verdict").get("passed").asBoolean(), j.toString());
         assertEquals(
                 0.0,
@@ -94,11 +87,36 @@ class DepthGrowthEquivalenceTest {
             assertEquals("0 1 +0 +1", plan.layout());
             assertTrue(!plan.functionPreserving());
         }
-        Path out = grow(src, tmp.resolve("llama-stack"), p);
-        JsonNode j = validate(src, out, "close:1e-6");
+        Path out = grow(src, tmp.resolve("llama-stack"), "--depth", "4", "--depth-method", "stack");
+        JsonNode j = validate(src, out, "close:1e-6", 4); // the gate fails: not function-preserving
         JsonNode c = j.get("outputs").get(0).get("per_copy").get(0);
         assertTrue(c.get("max_abs_diff").asDouble() > 1e-3, c.toString());
         assertTrue(c.get("cosine").asDouble() > 0.5, "still a related model: " + c);
+    }
+
+    /**
+     * Width and depth in one call: ×2 wide (HyperCloning, exact copies) and 2 → 4 blocks placed after block 1 only.
+     * The logits stay within 1e-5 relative (float32 sums over twice the terms; the identity blocks add exact zeros).
+     */
+    @Test
+    void widthAndDepthInOneCall() throws Exception {
+        Path src = Fixtures.hf("llama");
+        Path out = grow(
+                src, tmp.resolve("llama-w2-d4"), "--width", "2", "--no-noise", "--depth", "4", "--positions", "1,1");
+        try (Model m = Model.open(out)) {
+            assertEquals(4, m.graph().dims().layers());
+            assertEquals(128, m.graph().dims().hidden());
+            // the new blocks 2 and 3 copy block 1 with zero output projections
+            Tensor o = m.graph()
+                    .find("model.layers.3.self_attn.o_proj.weight")
+                    .orElseThrow()
+                    .tensor();
+            for (float v : o.toFloats()) {
+                assertEquals(0f, v);
+            }
+        }
+        JsonNode j = validate(src, out, "close:1e-5", 0);
+        assertTrue(j.get("verdict").get("passed").asBoolean(), j.toString());
     }
 
     @Test
@@ -114,5 +132,10 @@ class DepthGrowthEquivalenceTest {
                     DepthGrowth.plan(m.graph(), new DepthGrowth.Params(4, DepthGrowth.Method.STACK, null))
                             .layers());
         }
+        CliRun r = CliRun.of(
+                "grow", Fixtures.hf("bert").toString(), tmp.resolve("bert-d4").toString(), "--depth", "4");
+        assertEquals(3, r.code(), r.toString());
+        assertTrue(r.err().contains("post-LN"), r.err());
+        assertTrue(!java.nio.file.Files.exists(tmp.resolve("bert-d4")), "nothing written");
     }
 }
