@@ -578,6 +578,7 @@ public final class HyperCloning {
         final int factor;
         private final int[] src; // [grownLen] source index, null for a plain tile
         private final int[] copy; // [grownLen] copy index, null for a plain tile
+        private int[] inverse; // [factor × sourceLen] grown index of (copy, source), built on first use
 
         private AxisMap(int sourceLen, int factor, int[] src, int[] copy) {
             this.sourceLen = sourceLen;
@@ -677,6 +678,26 @@ public final class HyperCloning {
             return src == null ? grownIndex % sourceLen : src[grownIndex];
         }
 
+        /** Whether grown index {@code c·len + i} holds source {@code i} (a tile, or the identity). */
+        boolean isPlainTile() {
+            return src == null;
+        }
+
+        /** The grown index of copy {@code c} of source index {@code i}. */
+        int grownIndex(int c, int i) {
+            if (src == null) {
+                return c * sourceLen + i;
+            }
+            if (inverse == null) {
+                int[] inv = new int[grownLen];
+                for (int g = 0; g < grownLen; g++) {
+                    inv[copy[g] * sourceLen + src[g]] = g;
+                }
+                inverse = inv;
+            }
+            return inverse[c * sourceLen + i];
+        }
+
         int copy(int grownIndex) {
             return copy == null ? grownIndex / sourceLen : copy[grownIndex];
         }
@@ -702,6 +723,7 @@ public final class HyperCloning {
         private final AxisMap rows;
         private final AxisMap cols;
         private final float divisor;
+        private final float reciprocal; // 1 / divisor when that is exact (a power of two), else 0
         private final float offset;
         private final int noiseAxis; // 0 rows, 1 cols, -1 none
         private final double snrDb;
@@ -725,6 +747,7 @@ public final class HyperCloning {
             this.rows = rows;
             this.cols = cols;
             this.divisor = divisor;
+            this.reciprocal = isPowerOfTwo(divisor) ? 1f / divisor : 0f;
             this.offset = offset;
             this.noiseAxis = Double.isFinite(snrDb) ? noiseAxis : -1;
             this.snrDb = snrDb;
@@ -834,6 +857,8 @@ public final class HyperCloning {
             private final IntFunction<float[]> sourceRow; // grown row → array holding its source row
             private final double amplitude; // per-copy noise scale: σ / sqrt(1 − 1/f) × (1/σ_u)
             private final long nameHash;
+            private final double[] u = new double[Math.max(rows.factor, cols.factor) + 1];
+            private long[] columnKeys;
 
             Rows(IntFunction<float[]> sourceRow, double noisePower) {
                 this.sourceRow = sourceRow;
@@ -847,43 +872,88 @@ public final class HyperCloning {
                 float[] srcArr = sourceRow.apply(i);
                 int sr = rows.source(i);
                 int cr = rows.copy(i);
-                for (int j = 0; j < cols.grownLen; j++) {
-                    out[j] = srcArr[base + cols.source(j)] / divisor + offset;
-                }
+                values(srcArr, base, out);
                 if (noiseAxis < 0 || amplitude == 0) {
                     return;
                 }
                 if (noiseAxis == 1) {
-                    // [out, in]: row = (out copy a, source out index o); columns = (in copy b, source in index).
+                    // [out, in]: row = (out copy a, source out index o); columns = (in copy b, source in index):
+                    // the f uniforms of each source column are drawn once and spread over its f copies.
                     int f = cols.factor;
                     long rowKey = mix(mix(seed ^ nameHash) + ((long) cr << 32 | sr));
-                    for (int j = 0; j < cols.grownLen; j++) {
-                        out[j] += (float) noise(rowKey, cols.source(j), cols.copy(j), f);
+                    for (int in = 0; in < cols.sourceLen; in++) {
+                        double mean = draw(rowKey, in, f, u);
+                        for (int b = 0; b < f; b++) {
+                            out[cols.grownIndex(b, in)] += (float) (amplitude * (u[b] - mean));
+                        }
                     }
                 } else {
                     // [in, out]: row = (in copy b, source in index); columns = (out copy a, source out index o).
                     int f = rows.factor;
-                    long base0 = mix(seed ^ nameHash);
+                    long[] keys = columnKeys();
                     for (int j = 0; j < cols.grownLen; j++) {
-                        long rowKey = mix(base0 + ((long) cols.copy(j) << 32 | cols.source(j)));
-                        out[j] += (float) noise(rowKey, sr, cr, f);
+                        double mean = draw(keys[j], sr, f, u);
+                        out[j] += (float) (amplitude * (u[cr] - mean));
                     }
                 }
             }
 
-            /** N_b for element {@code in} of a row keyed (out copy, out index): zero-mean over the f in-copies. */
-            private double noise(long rowKey, int in, int b, int f) {
-                long k = rowKey + (long) in * f;
+            /**
+             * The f unit-variance uniforms of element {@code in} of the row keyed {@code rowKey} (one hash gives two),
+             * into {@code u}; returns their mean.
+             */
+            private double draw(long rowKey, int in, int f, double[] u) {
+                int hashes = (f + 1) / 2;
+                long k = rowKey + (long) in * hashes;
                 double mean = 0;
-                double mine = 0;
-                for (int c = 0; c < f; c++) {
-                    double u = uniform(mix(k + c));
-                    mean += u;
-                    if (c == b) {
-                        mine = u;
+                for (int h = 0; h < hashes; h++) {
+                    long bits = mix(k + h);
+                    u[2 * h] = uniform(bits);
+                    mean += u[2 * h];
+                    if (2 * h + 1 < f) {
+                        u[2 * h + 1] = uniform(bits << 32);
+                        mean += u[2 * h + 1];
                     }
                 }
-                return amplitude * (mine - mean / f);
+                return mean / f;
+            }
+
+            /** The grown row without noise: {@code W[src(j)] / divisor + offset}. */
+            private void values(float[] src, int base, float[] out) {
+                int len = cols.sourceLen;
+                boolean plain = divisor == 1f && offset == 0f;
+                if (cols.isPlainTile()) {
+                    if (plain) {
+                        System.arraycopy(src, base, out, 0, len);
+                    } else if (reciprocal != 0f) {
+                        for (int j = 0; j < len; j++) {
+                            out[j] = src[base + j] * reciprocal + offset;
+                        }
+                    } else {
+                        for (int j = 0; j < len; j++) {
+                            out[j] = src[base + j] / divisor + offset;
+                        }
+                    }
+                    for (int c = 1; c < cols.factor; c++) {
+                        System.arraycopy(out, 0, out, c * len, len);
+                    }
+                    return;
+                }
+                for (int j = 0; j < cols.grownLen; j++) {
+                    out[j] = src[base + cols.source(j)] / divisor + offset;
+                }
+            }
+
+            /** Per grown column of an {@code [in, out]} weight: the key of its (out copy, out index). */
+            private long[] columnKeys() {
+                if (columnKeys == null) {
+                    long base0 = mix(seed ^ nameHash);
+                    columnKeys = new long[cols.grownLen];
+                    for (int j = 0; j < cols.grownLen; j++) {
+                        columnKeys[j] = mix(base0 + ((long) cols.copy(j) << 32 | cols.source(j)));
+                    }
+                }
+                return columnKeys;
             }
         }
 
@@ -986,6 +1056,11 @@ public final class HyperCloning {
         return h;
     }
 
+    static boolean isPowerOfTwo(float f) {
+        int bits = Float.floatToRawIntBits(f);
+        return f > 0 && Float.isFinite(f) && (bits & 0x007fffff) == 0 && (bits & 0x7f800000) != 0;
+    }
+
     /** SplitMix64's finaliser. */
     static long mix(long z) {
         z += 0x9E3779B97F4A7C15L;
@@ -994,9 +1069,9 @@ public final class HyperCloning {
         return z ^ (z >>> 31);
     }
 
-    /** A uniform value of unit variance in [−√3, √3) from the top 53 bits. */
+    /** A uniform value of unit variance in [−√3, √3) from the top 24 bits. */
     static double uniform(long bits) {
-        return ((bits >>> 11) * 0x1.0p-53 * 2 - 1) * SQRT3;
+        return ((bits >>> 40) * 0x1.0p-23 - 1) * SQRT3;
     }
 
     private static final double SQRT3 = Math.sqrt(3);
