@@ -516,7 +516,8 @@ public final class HyperCloning {
 
         /**
          * The output head for an untied model, made from the token embedding {@code [vocab, hidden]}: its input axis
-         * tiled and divided by n ({@link #untiedHead()} must be true).
+         * tiled and divided by n ({@link #untiedHead()} must be true). Its lazy tensor is named {@code lm_head.weight}
+         * (the family's head name), not after the embedding.
          */
         public WeightGrowth untiedHead(Weight embedding) {
             if (!untie) {
@@ -532,7 +533,7 @@ public final class HyperCloning {
             AxisMap cols = embedding.transposed() ? vocab : res;
             int noiseAxis = embedding.transposed() ? 0 : 1;
             double snr = params.noise() && n > 1 ? params.noiseSnrDb() : Double.POSITIVE_INFINITY;
-            return new WeightGrowth(
+            WeightGrowth g = new WeightGrowth(
                     name,
                     shape,
                     new long[] {rows.grownLen, cols.grownLen},
@@ -543,6 +544,8 @@ public final class HyperCloning {
                     noiseAxis,
                     snr,
                     params.seed());
+            g.renamed = true;
+            return g;
         }
 
         private AxisMap axisMap(Axis a, WeightSpec spec, long storedLen, String name) {
@@ -729,6 +732,7 @@ public final class HyperCloning {
         private final double snrDb;
         private final long seed;
         private final boolean unchanged;
+        private boolean renamed; // the output tensor takes this growth's name (an untied head), not its source's
 
         WeightGrowth(
                 String name,
@@ -975,7 +979,7 @@ public final class HyperCloning {
 
             @Override
             public String name() {
-                return source.name();
+                return renamed ? name : source.name(); // the stored name (an ONNX initializer's may differ)
             }
 
             @Override
