@@ -25,6 +25,7 @@ import scion.io.arch.WeightSpec;
 import scion.io.config.ModelConfig;
 import scion.io.config.ModelConfig.Field;
 import scion.io.tensor.DType;
+import scion.io.tensor.HalfPrecisionOps;
 import scion.io.tensor.Tensor;
 import scion.io.tensor.TensorOps;
 
@@ -509,9 +510,9 @@ public final class HyperCloning {
             if (storedShape.length == 0) {
                 grownShape = new long[0];
             }
-            int noiseAxis = maps.length == 2 && inAxis >= 0 ? inAxis : -1;
+            int splitAxis = maps.length == 2 && inAxis >= 0 ? inAxis : -1;
             return new WeightGrowth(
-                    name, storedShape, grownShape, rows, cols, divisor, offset, noiseAxis, snr, params.seed());
+                    name, storedShape, grownShape, rows, cols, divisor, offset, splitAxis, snr, params.seed());
         }
 
         /**
@@ -531,7 +532,7 @@ public final class HyperCloning {
             AxisMap res = residual.check(shape[embedding.transposed() ? 0 : 1], embedding.name());
             AxisMap rows = embedding.transposed() ? res : vocab;
             AxisMap cols = embedding.transposed() ? vocab : res;
-            int noiseAxis = embedding.transposed() ? 0 : 1;
+            int splitAxis = embedding.transposed() ? 0 : 1;
             double snr = params.noise() && n > 1 ? params.noiseSnrDb() : Double.POSITIVE_INFINITY;
             WeightGrowth g = new WeightGrowth(
                     name,
@@ -541,7 +542,7 @@ public final class HyperCloning {
                     cols,
                     n,
                     0f,
-                    noiseAxis,
+                    splitAxis,
                     snr,
                     params.seed());
             g.renamed = true;
@@ -728,7 +729,8 @@ public final class HyperCloning {
         private final float divisor;
         private final float reciprocal; // 1 / divisor when that is exact (a power of two), else 0
         private final float offset;
-        private final int noiseAxis; // 0 rows, 1 cols, -1 none
+        private final int splitAxis; // the input-copy axis of a linear weight grown along it: 0 rows, 1 cols, -1 none
+        private final boolean noise;
         private final double snrDb;
         private final long seed;
         private final boolean unchanged;
@@ -742,7 +744,7 @@ public final class HyperCloning {
                 AxisMap cols,
                 float divisor,
                 float offset,
-                int noiseAxis,
+                int inAxis,
                 double snrDb,
                 long seed) {
             this.name = name;
@@ -753,7 +755,9 @@ public final class HyperCloning {
             this.divisor = divisor;
             this.reciprocal = isPowerOfTwo(divisor) ? 1f / divisor : 0f;
             this.offset = offset;
-            this.noiseAxis = Double.isFinite(snrDb) ? noiseAxis : -1;
+            int f = inAxis == 0 ? rows.factor : inAxis == 1 ? cols.factor : 1;
+            this.splitAxis = f > 1 ? inAxis : -1;
+            this.noise = splitAxis >= 0 && Double.isFinite(snrDb);
             this.snrDb = snrDb;
             this.seed = seed;
             this.unchanged = rows.factor == 1 && cols.factor == 1 && divisor == 1f && offset == 0f;
@@ -789,7 +793,7 @@ public final class HyperCloning {
 
         /** Whether this weight receives symmetry-breaking noise. */
         public boolean hasNoise() {
-            return noiseAxis >= 0;
+            return noise;
         }
 
         /** Grows a whole weight held in memory ({@code source} in stored layout, row-major). */
@@ -805,7 +809,7 @@ public final class HyperCloning {
             if (unchanged) {
                 return source.clone();
             }
-            Rows r = new Rows(i -> source, noisePower(source));
+            Rows r = new Rows(i -> source, noisePower(source), DType.F32);
             float[] out = new float[Math.multiplyExact(rows.grownLen, cols.grownLen)];
             float[] row = new float[cols.grownLen];
             for (int i = 0; i < rows.grownLen; i++) {
@@ -838,7 +842,7 @@ public final class HyperCloning {
 
         /** Mean square of a noise block: the source block's power (W / f_in)² over 10^(SNR/10). */
         private double noisePowerFromMeanSquare(double meanSquare) {
-            if (noiseAxis < 0) {
+            if (!noise) {
                 return 0;
             }
             double block = meanSquare / ((double) divisor * divisor);
@@ -846,7 +850,7 @@ public final class HyperCloning {
         }
 
         private double noisePower(float[] source) {
-            if (noiseAxis < 0) {
+            if (!noise) {
                 return 0;
             }
             double s = 0;
@@ -856,19 +860,32 @@ public final class HyperCloning {
             return noisePowerFromMeanSquare(source.length == 0 ? 0 : s / source.length);
         }
 
-        /** Computes grown rows from source rows. */
+        /**
+         * Computes grown rows from source rows.
+         *
+         * <p>Along the input copies of a linear weight the f blocks are split so that they sum to the source weight in
+         * the output dtype: copies {@code b < f−1} get {@code round(W/f + N_b)}, the last one {@code round(W − Σ
+         * others)} (exact whenever representable). With power-of-two f and no noise every block is {@code W/f}
+         * exactly; otherwise (noise, f = 3, bf16) the rounding of one block does not leak into the function. Where the
+         * noise would make the remainder unrepresentable, that element's noise is halved until it is not.
+         */
         private final class Rows {
             private final IntFunction<float[]> sourceRow; // grown row → array holding its source row
             private final double amplitude; // per-copy noise scale: σ / sqrt(1 − 1/f) × (1/σ_u)
             private final long nameHash;
+            private final DType dtype;
+            private final boolean split;
             private final double[] u = new double[Math.max(rows.factor, cols.factor) + 1];
+            private final float[] v = new float[Math.max(rows.factor, cols.factor)];
             private long[] columnKeys;
 
-            Rows(IntFunction<float[]> sourceRow, double noisePower) {
+            Rows(IntFunction<float[]> sourceRow, double noisePower, DType dtype) {
                 this.sourceRow = sourceRow;
-                int f = noiseAxis < 0 ? 1 : noiseAxis == 0 ? rows.factor : cols.factor;
-                this.amplitude = f > 1 ? Math.sqrt(noisePower / (1.0 - 1.0 / f)) : 0;
+                int f = splitAxis == 0 ? rows.factor : splitAxis == 1 ? cols.factor : 1;
+                this.amplitude = noise && f > 1 ? Math.sqrt(noisePower / (1.0 - 1.0 / f)) : 0;
                 this.nameHash = hash(name);
+                this.dtype = dtype;
+                this.split = splitAxis >= 0 && (amplitude > 0 || !isPowerOfTwo(f));
             }
 
             /** Fills {@code out[0 .. cols.grownLen)} with grown row {@code i}; {@code base} locates its source row. */
@@ -877,28 +894,86 @@ public final class HyperCloning {
                 int sr = rows.source(i);
                 int cr = rows.copy(i);
                 values(srcArr, base, out);
-                if (noiseAxis < 0 || amplitude == 0) {
+                if (!split) {
                     return;
                 }
-                if (noiseAxis == 1) {
+                if (splitAxis == 1) {
                     // [out, in]: row = (out copy a, source out index o); columns = (in copy b, source in index):
-                    // the f uniforms of each source column are drawn once and spread over its f copies.
+                    // the f blocks of each source element are made together.
                     int f = cols.factor;
                     long rowKey = mix(mix(seed ^ nameHash) + ((long) cr << 32 | sr));
                     for (int in = 0; in < cols.sourceLen; in++) {
-                        double mean = draw(rowKey, in, f, u);
+                        split(srcArr[base + in], f, rowKey, in);
                         for (int b = 0; b < f; b++) {
-                            out[cols.grownIndex(b, in)] += (float) (amplitude * (u[b] - mean));
+                            out[cols.grownIndex(b, in)] = v[b];
                         }
                     }
                 } else {
                     // [in, out]: row = (in copy b, source in index); columns = (out copy a, source out index o).
                     int f = rows.factor;
-                    long[] keys = columnKeys();
+                    long[] keys = amplitude > 0 ? columnKeys() : null;
                     for (int j = 0; j < cols.grownLen; j++) {
-                        double mean = draw(keys[j], sr, f, u);
-                        out[j] += (float) (amplitude * (u[cr] - mean));
+                        split(srcArr[base + cols.source(j)], f, keys == null ? 0 : keys[j], sr);
+                        out[j] = v[cr];
                     }
+                }
+            }
+
+            /** The f blocks of source element {@code w} (keyed by its row key and input index) into {@code v}. */
+            private void split(float w, int f, long rowKey, int in) {
+                double mean = amplitude > 0 ? draw(rowKey, in, f, u) : 0;
+                double share = (double) w / divisor;
+                // Blocks on w's own grid (its ulp in the output dtype) stay representable while they are smaller
+                // than w's binade, and so does the remainder: the f blocks then sum to w exactly.
+                double grid = ulp(w);
+                double scale = amplitude;
+                for (int attempt = 1; ; attempt++) {
+                    double acc = 0;
+                    for (int b = 0; b < f - 1; b++) {
+                        double x = scale > 0 ? share + scale * (u[b] - mean) : share;
+                        v[b] = grid > 0 ? round(Math.rint(x * (1 / grid)) * grid) : round(x); // grid: 2^k
+                        acc += v[b];
+                    }
+                    v[f - 1] = round(w - acc);
+                    // Sums of a few floats are exact in double. Noise larger than about |w| pushes a block out of
+                    // w's binade, where the remainder cannot hold w's low bits: halve it for this element (at most 8
+                    // times, then none), so weights much smaller than the noise get less of it.
+                    if (acc + v[f - 1] == w || scale == 0) {
+                        return;
+                    }
+                    scale = attempt < 8 ? scale * 0.5 : 0;
+                }
+            }
+
+            /** The spacing of the output dtype's values around {@code w} (0 for zero and non-finite values). */
+            private double ulp(float w) {
+                if (w == 0 || !Float.isFinite(w)) {
+                    return 0;
+                }
+                double u32 = Math.ulp(w);
+                switch (dtype) {
+                    case BF16:
+                        return u32 * 65536; // 8 significant bits instead of 24
+                    case F16:
+                        // 11 significant bits; below 2^-14 the f16 subnormal spacing 2^-24
+                        return Math.max(u32 * 8192, 0x1.0p-24);
+                    case F64:
+                        return 0; // no useful grid: round only
+                    default:
+                        return u32;
+                }
+            }
+
+            /** {@code x} rounded to the output dtype (as a float). */
+            private float round(double x) {
+                float f = (float) x;
+                switch (dtype) {
+                    case BF16:
+                        return HalfPrecisionOps.bf16ToF32(HalfPrecisionOps.f32ToBf16(f) & 0xffff);
+                    case F16:
+                        return HalfPrecisionOps.f16ToF32(HalfPrecisionOps.f32ToF16(f) & 0xffff);
+                    default:
+                        return f;
                 }
             }
 
@@ -997,7 +1072,7 @@ public final class HyperCloning {
                     return;
                 }
                 double power = 0;
-                if (noiseAxis >= 0) {
+                if (noise) {
                     long total = source.numel();
                     float[] buf = new float[(int) Math.min(total, 1 << 20)];
                     double s = 0;
@@ -1023,7 +1098,8 @@ public final class HyperCloning {
                             }
                             return sourceRowBuf;
                         },
-                        power);
+                        power,
+                        dtype);
             }
 
             @Override

@@ -114,7 +114,16 @@ class HyperCloningTest {
         float[] down = random(r, 8 * 12); // [hidden, ffn]
         float[] d = plan.grow(spec(a, Role.MLP_DOWN, false), false, "down", new long[] {8, 12})
                 .apply(down);
-        assertEquals(down[5 * 12 + 7] / 3, d[(8 + 5) * 36 + 24 + 7], 0f);
+        // f = 3: copies 0 and 1 hold W/3 on W's grid, the last one the remainder, so the three sum to W exactly.
+        for (int o = 0; o < 16; o++) {
+            for (int i = 0; i < 12; i++) {
+                float w = down[(o % 8) * 12 + i];
+                float c0 = d[o * 36 + i];
+                assertEquals(w / 3, c0, Math.ulp(w));
+                assertEquals(c0, d[o * 36 + 12 + i], 0f);
+                assertEquals((double) w, (double) c0 + d[o * 36 + 12 + i] + d[o * 36 + 24 + i], 0.0);
+            }
+        }
     }
 
     @Test
@@ -177,6 +186,45 @@ class HyperCloningTest {
         double measured = 10 * Math.log10(signal / noise);
         assertEquals(snr, measured, 0.3, "SNR in dB");
         assertTrue(noise > 0, "copies differ");
+    }
+
+    /**
+     * bf16 output with noise: W/2 + N and W/2 − N rounded separately would not sum to W; the last copy takes the
+     * remainder, so the copies of every element sum to the bf16 source weight exactly (also for f = 3).
+     */
+    @Test
+    void noisyBf16CopiesSumToTheSourceExactly() {
+        Architecture a = arch("llama");
+        for (int f : new int[] {2, 3}) {
+            Plan plan = HyperCloning.plan(a, LLAMA, Params.withNoise(f, 1, 8), true);
+            WeightSpec s = spec(a, Role.ATTN_O, false);
+            Tensor src = BufferTensor.encode("o", DType.BF16, new long[] {8, 8}, random(new Random(f), 64));
+            float[] w = src.toFloats();
+            float[] g = plan.grow(s, false, "o", src.shape())
+                    .tensor(src, DType.BF16)
+                    .toFloats();
+            // And the same for [in, out] storage (rows are the input copies).
+            Tensor srcT = BufferTensor.encode("o", DType.BF16, new long[] {8, 8}, transpose(w, 8, 8));
+            float[] gt = plan.grow(s, true, "o", srcT.shape())
+                    .tensor(srcT, DType.BF16)
+                    .toFloats();
+            int n = 8 * f;
+            int differ = 0;
+            for (int o = 0; o < n; o++) {
+                for (int i = 0; i < 8; i++) {
+                    double sum = 0;
+                    double sumT = 0;
+                    for (int b = 0; b < f; b++) {
+                        sum += g[o * n + b * 8 + i];
+                        sumT += gt[(b * 8 + i) * n + o];
+                        differ += g[o * n + b * 8 + i] != g[o * n + i] ? 1 : 0;
+                    }
+                    assertEquals(w[(o % 8) * 8 + i], sum, 0.0, "f=" + f + " (" + o + ", " + i + ")");
+                    assertEquals(w[(o % 8) * 8 + i], sumT, 0.0, "transposed f=" + f + " (" + o + ", " + i + ")");
+                }
+            }
+            assertTrue(differ > n * 8 * (f - 1) * 0.9, "the copies differ: " + differ);
+        }
     }
 
     @Test
