@@ -1046,6 +1046,7 @@ public final class HyperCloning {
             private float[] grownRow;
             private int cachedGrownRow = -1;
             private ByteBuffer encoded;
+            private double power = Double.NaN; // noise power, kept across releases
 
             GrownTensor(Tensor source, DType dtype) {
                 this.source = source;
@@ -1071,8 +1072,7 @@ public final class HyperCloning {
                 if (rowMaker != null) {
                     return;
                 }
-                double power = 0;
-                if (noise) {
+                if (noise && Double.isNaN(power)) {
                     long total = source.numel();
                     float[] buf = new float[(int) Math.min(total, 1 << 20)];
                     double s = 0;
@@ -1084,6 +1084,9 @@ public final class HyperCloning {
                         }
                     }
                     power = noisePowerFromMeanSquare(total == 0 ? 0 : s / total);
+                }
+                if (!noise) {
+                    power = 0;
                 }
                 sourceRowBuf = new float[cols.sourceLen];
                 grownRow = new float[cols.grownLen];
@@ -1124,6 +1127,19 @@ public final class HyperCloning {
                     dst.put(slice);
                     at += len;
                 }
+                if (at >= total) {
+                    release(); // read to the end: a writer holding every output tensor keeps only its shape
+                }
+            }
+
+            /** Drops the row buffers; a later read recomputes them. */
+            private void release() {
+                rowMaker = null;
+                sourceRowBuf = null;
+                grownRow = null;
+                encoded = null;
+                cachedSourceRow = -1;
+                cachedGrownRow = -1;
             }
         }
     }
