@@ -47,7 +47,7 @@ import scion.io.tensor.Tensor;
             "Depth: 'identity' adds blocks with zero output projections (exact on pre-LN families); 'stack'"
                     + " duplicates blocks (depth up-scaling, NOT function-preserving: needs training).",
             "Tied embeddings stay tied (the head's 1/N is folded into the final norm). Weights keep their dtype;"
-                    + " bf16 with power-of-two factors and --no-noise is exact."
+                    + " bf16 with power-of-two factors and --no-noise gives bit-exact weights."
         },
         mixinStandardHelpOptions = true)
 final class GrowCommand implements Callable<Integer> {
