@@ -194,7 +194,7 @@ final class ConvertCommand implements Callable<Integer> {
     }
 
     /** Non-weight files of a Hugging Face folder that travel with the weights (tokenizer, generation config). */
-    private static List<Path> companionFiles(Path location) {
+    static List<Path> companionFiles(Path location) {
         List<Path> out = new ArrayList<>();
         if (!Files.isDirectory(location)) {
             return out;

@@ -1,15 +1,10 @@
 package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import java.io.IOException;
 import java.io.PrintWriter;
-import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.DirectoryStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -213,7 +208,7 @@ final class GrowCommand implements Callable<Integer> {
                         .open(out)) {
             o.writeTensors(tensors);
             o.addFile("config.json", cfg.toJson().getBytes(StandardCharsets.UTF_8));
-            for (Path p : companionFiles(m.location())) {
+            for (Path p : ConvertCommand.companionFiles(m.location())) {
                 o.copyFile(p);
             }
             o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
@@ -310,30 +305,5 @@ final class GrowCommand implements Callable<Integer> {
             }
         }
         throw InvalidInputException.of("--kv", "unknown mode", "auto, grow or keep", "'" + s + "'");
-    }
-
-    /** Non-weight files of a Hugging Face folder that travel with the weights (tokenizer, generation config). */
-    private static List<Path> companionFiles(Path location) {
-        List<Path> out = new ArrayList<>();
-        if (!Files.isDirectory(location)) {
-            return out;
-        }
-        try (DirectoryStream<Path> ds = Files.newDirectoryStream(location)) {
-            for (Path p : ds) {
-                String n = p.getFileName().toString();
-                if (Files.isRegularFile(p)
-                        && !n.endsWith(".safetensors")
-                        && !n.endsWith(".safetensors.index.json")
-                        && !n.equals("config.json")
-                        && !n.equals("scion-recipe.json")
-                        && !n.startsWith(".")) {
-                    out.add(p);
-                }
-            }
-        } catch (IOException e) {
-            throw new UncheckedIOException(location + ": cannot list the model folder", e);
-        }
-        out.sort(null);
-        return out;
     }
 }
