@@ -2,7 +2,6 @@ package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import java.io.IOException;
-import java.io.PrintWriter;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
@@ -17,6 +16,7 @@ import java.util.concurrent.Callable;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
@@ -67,11 +67,8 @@ final class ConvertCommand implements Callable<Integer> {
             description = "ONNX: put weights in OUT.data (auto: only when the model would pass 2 GiB).")
     String externalData;
 
-    @Option(names = "--force", description = "Replace OUT if it exists (only once the new output is complete).")
-    boolean force;
-
-    @Option(names = "--json", description = "Print a JSON summary instead of text.")
-    boolean json;
+    @Mixin
+    OutputOptions output;
 
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -104,7 +101,7 @@ final class ConvertCommand implements Callable<Integer> {
                         params,
                         Map.of(in.getFileName().toString(), m.checkpoint()));
                 OnnxWriter.Options opts = OnnxWriter.Options.defaults()
-                        .withForce(force)
+                        .withForce(output.force)
                         .withExternalData(ext)
                         .withStoreFloatsAs(target == DType.F32 ? null : target)
                         .withMetadata(meta);
@@ -134,15 +131,7 @@ final class ConvertCommand implements Callable<Integer> {
                 writeSafetensors(m, target, shard, params, summary);
             }
         }
-        PrintWriter o = spec.commandLine().getOut();
-        if (json) {
-            o.println(Json.mapper().writeValueAsString(summary));
-        } else {
-            for (Map.Entry<String, Object> e : summary.entrySet()) {
-                o.printf(Locale.ROOT, "  %-22s %s%n", e.getKey(), e.getValue());
-            }
-        }
-        o.flush();
+        output.print(summary, spec.commandLine().getOut(), 22);
         return ExitCodes.OK;
     }
 
@@ -168,7 +157,7 @@ final class ConvertCommand implements Callable<Integer> {
         }
         try (Progress bar = Progress.forTerminal("writing", total);
                 SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(force)
+                        .force(output.force)
                         .shardSize(shard)
                         .metadata(meta)
                         .progress(bar::advance)

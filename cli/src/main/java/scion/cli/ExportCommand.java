@@ -1,18 +1,16 @@
 package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
-import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
 import scion.io.InvalidInputException;
-import scion.io.Json;
 import scion.io.Model;
 import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.export.OnnxExporter;
@@ -45,11 +43,8 @@ final class ExportCommand implements Callable<Integer> {
             description = "Weights in OUT.onnx.data (on, default), inline (off), or only above 2 GiB (auto).")
     String externalData;
 
-    @Option(names = "--force", description = "Replace OUT if it exists (only once the new output is complete).")
-    boolean force;
-
-    @Option(names = "--json", description = "Print a JSON summary instead of text.")
-    boolean json;
+    @Mixin
+    OutputOptions output;
 
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -64,7 +59,7 @@ final class ExportCommand implements Callable<Integer> {
             OnnxExporter.Options o = OnnxExporter.Options.defaults()
                     .withResidualStreamOutputs(residualStream)
                     .withExternalData(OnnxWriter.ExternalData.parse(externalData))
-                    .withForce(force)
+                    .withForce(output.force)
                     .withToolVersion(Scion.version());
             OnnxWriter.Written w = OnnxExporter.write(m, out, o);
             summary.put("family", m.graph().architecture().family());
@@ -77,15 +72,7 @@ final class ExportCommand implements Callable<Integer> {
                 summary.put("residual_stream_outputs", m.graph().dims().layers() + 1);
             }
         }
-        PrintWriter p = spec.commandLine().getOut();
-        if (json) {
-            p.println(Json.mapper().writeValueAsString(summary));
-        } else {
-            for (Map.Entry<String, Object> e : summary.entrySet()) {
-                p.printf(Locale.ROOT, "  %-24s %s%n", e.getKey(), e.getValue());
-            }
-        }
-        p.flush();
+        output.print(summary, spec.commandLine().getOut(), 24);
         return ExitCodes.OK;
     }
 }

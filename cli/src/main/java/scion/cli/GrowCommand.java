@@ -1,7 +1,6 @@
 package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import java.io.PrintWriter;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -12,6 +11,7 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 import picocli.CommandLine.Spec;
@@ -20,7 +20,6 @@ import scion.growth.GrowthPlan;
 import scion.growth.HyperCloning;
 import scion.growth.OnnxGrowth;
 import scion.io.InvalidInputException;
-import scion.io.Json;
 import scion.io.Model;
 import scion.io.Provenance;
 import scion.io.arch.Dims;
@@ -114,11 +113,8 @@ final class GrowCommand implements Callable<Integer> {
             description = "Cut output shards at this many bytes (e.g. 5GB, 2GiB).")
     String shardSize;
 
-    @Option(names = "--force", description = "Replace OUT if it exists (only once the new output is complete).")
-    boolean force;
-
-    @Option(names = "--json", description = "Print a JSON summary instead of text.")
-    boolean json;
+    @Mixin
+    OutputOptions output;
 
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -168,21 +164,7 @@ final class GrowCommand implements Callable<Integer> {
                 write(m, plan, shard, summary);
             }
         }
-        PrintWriter o = spec.commandLine().getOut();
-        if (json) {
-            o.println(Json.mapper().writeValueAsString(summary));
-        } else {
-            for (Map.Entry<String, Object> e : summary.entrySet()) {
-                if (e.getValue() instanceof List) {
-                    for (Object line : (List<?>) e.getValue()) {
-                        o.printf(Locale.ROOT, "  %-14s %s%n", e.getKey(), line);
-                    }
-                } else {
-                    o.printf(Locale.ROOT, "  %-14s %s%n", e.getKey(), e.getValue());
-                }
-            }
-        }
-        o.flush();
+        output.print(summary, spec.commandLine().getOut(), 14);
         return ExitCodes.OK;
     }
 
@@ -201,7 +183,7 @@ final class GrowCommand implements Callable<Integer> {
                 plan.config(out.toAbsolutePath().normalize().getFileName().toString());
         try (Progress bar = Progress.forTerminal("growing", total);
                 SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(force)
+                        .force(output.force)
                         .shardSize(shard)
                         .metadata(meta)
                         .progress(bar::advance)
@@ -257,7 +239,10 @@ final class GrowCommand implements Callable<Integer> {
         Map<String, String> meta = Provenance.of(
                 Scion.version(), "grow", params, Map.of(in.getFileName().toString(), m.checkpoint()));
         OnnxWriter.Written w = OnnxGrowth.write(
-                m, plan, out, OnnxWriter.Options.defaults().withForce(force).withMetadata(meta));
+                m,
+                plan,
+                out,
+                OnnxWriter.Options.defaults().withForce(output.force).withMetadata(meta));
         Dims src = plan.width().source();
         Dims grown = plan.width().grown();
         summary.put("output", w.model().toString());
