@@ -1,0 +1,303 @@
+package scion.merge.fisher;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * The float32 kernels of {@link GradientNet}: a cache-blocked, row-parallel matrix product, transposes, and the
+ * forward and backward of the normalisations, activations and softmax the supported families use. All arrays are
+ * row-major; results are independent of the number of threads (every output element is summed by one thread in a
+ * fixed order), so the same inputs give the same bytes.
+ */
+public final class FisherOps {
+    private FisherOps() {}
+
+    /** Threads for the matrix product (the machine's cores, at most 8). */
+    static final int THREADS = Math.max(1, Math.min(8, Runtime.getRuntime().availableProcessors()));
+
+    private static final ExecutorService POOL = Executors.newFixedThreadPool(THREADS, r -> {
+        Thread t = new Thread(r, "scion-fisher-gemm");
+        t.setDaemon(true);
+        return t;
+    });
+
+    /** Columns of {@code B} per block: a {@code K × 256} panel of B stays in L2 while rows of C stream past it. */
+    private static final int NB = 256;
+
+    /** Floating-point operations done by {@link #gemm} so far (for throughput reports). */
+    private static final java.util.concurrent.atomic.LongAdder FLOPS = new java.util.concurrent.atomic.LongAdder();
+
+    /** Multiply-add operations counted by {@link #gemm} since start, times two. */
+    public static long flops() {
+        return FLOPS.sum();
+    }
+
+    /**
+     * {@code C[M,N] += A[M,K] · B[K,N]}. Rows of C are split between threads; each row is accumulated as axpy updates
+     * over a column block (a loop the JIT vectorises).
+     */
+    public static void gemm(float[] a, float[] b, float[] c, int m, int k, int n) {
+        FLOPS.add(2L * m * k * n);
+        long work = (long) m * k * n;
+        if (THREADS == 1 || work < (1 << 18) || m < 2) {
+            gemmRows(a, b, c, 0, m, k, n);
+            return;
+        }
+        int parts = Math.min(THREADS, m);
+        List<Future<?>> fs = new ArrayList<>();
+        for (int p = 1; p < parts; p++) {
+            int lo = (int) ((long) m * p / parts);
+            int hi = (int) ((long) m * (p + 1) / parts);
+            fs.add(POOL.submit(() -> gemmRows(a, b, c, lo, hi, k, n)));
+        }
+        gemmRows(a, b, c, 0, (int) ((long) m / parts), k, n);
+        for (Future<?> f : fs) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted during a matrix product", e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("a matrix product failed", e.getCause());
+            }
+        }
+    }
+
+    private static void gemmRows(float[] a, float[] b, float[] c, int lo, int hi, int k, int n) {
+        for (int jb = 0; jb < n; jb += NB) {
+            int je = Math.min(n, jb + NB);
+            for (int i = lo; i < hi; i++) {
+                int ai = i * k;
+                int ci = i * n;
+                for (int p = 0; p < k; p++) {
+                    float av = a[ai + p];
+                    if (av == 0f) {
+                        continue;
+                    }
+                    int bp = p * n;
+                    for (int j = jb; j < je; j++) {
+                        c[ci + j] += av * b[bp + j];
+                    }
+                }
+            }
+        }
+    }
+
+    /** The transpose of {@code x[rows, cols]}: {@code [cols, rows]}. */
+    public static float[] transpose(float[] x, int rows, int cols) {
+        float[] t = new float[x.length];
+        for (int i0 = 0; i0 < rows; i0 += 32) {
+            int i1 = Math.min(rows, i0 + 32);
+            for (int j0 = 0; j0 < cols; j0 += 32) {
+                int j1 = Math.min(cols, j0 + 32);
+                for (int i = i0; i < i1; i++) {
+                    for (int j = j0; j < j1; j++) {
+                        t[j * rows + i] = x[i * cols + j];
+                    }
+                }
+            }
+        }
+        return t;
+    }
+
+    /** {@code y[T,out] = x[T,in] · W[out,in]ᵀ (+ b)}. */
+    static float[] linear(float[] x, float[] w, float[] bias, int t, int in, int out) {
+        float[] xt = transpose(x, t, in);
+        float[] yt = new float[out * t];
+        gemm(w, xt, yt, out, in, t);
+        float[] y = transpose(yt, out, t);
+        if (bias != null) {
+            for (int i = 0; i < t; i++) {
+                for (int o = 0; o < out; o++) {
+                    y[i * out + o] += bias[o];
+                }
+            }
+        }
+        return y;
+    }
+
+    /**
+     * Backward of {@link #linear}: adds {@code dyᵀ·x} to {@code dw}, the column sums of {@code dy} to {@code db} (when
+     * not null) and returns {@code dx = dy · W} (or null when {@code needDx} is false).
+     */
+    static float[] linearBackward(
+            float[] dy, float[] x, float[] w, float[] dw, float[] db, int t, int in, int out, boolean needDx) {
+        float[] dyt = transpose(dy, t, out);
+        gemm(dyt, x, dw, out, t, in);
+        if (db != null) {
+            for (int i = 0; i < t; i++) {
+                for (int o = 0; o < out; o++) {
+                    db[o] += dy[i * out + o];
+                }
+            }
+        }
+        if (!needDx) {
+            return null;
+        }
+        float[] dx = new float[t * in];
+        gemm(dy, w, dx, t, out, in);
+        return dx;
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Normalisations
+
+    /**
+     * LayerNorm over rows: {@code y = (x − μ)/√(σ² + ε) · γ + β}; keeps {@code xhat} and {@code rstd} for the backward.
+     */
+    static float[] layerNorm(float[] x, float[] g, float[] b, float eps, int t, int h, float[] xhat, float[] rstd) {
+        float[] y = new float[t * h];
+        for (int i = 0; i < t; i++) {
+            int o = i * h;
+            double mean = 0;
+            for (int j = 0; j < h; j++) {
+                mean += x[o + j];
+            }
+            mean /= h;
+            double var = 0;
+            for (int j = 0; j < h; j++) {
+                double d = x[o + j] - mean;
+                var += d * d;
+            }
+            var /= h;
+            float r = (float) (1.0 / Math.sqrt(var + eps));
+            rstd[i] = r;
+            for (int j = 0; j < h; j++) {
+                float xh = (float) (x[o + j] - mean) * r;
+                xhat[o + j] = xh;
+                y[o + j] = xh * g[j] + b[j];
+            }
+        }
+        return y;
+    }
+
+    /** Backward of {@link #layerNorm}: adds to {@code dg}, {@code db}; returns dx. */
+    static float[] layerNormBackward(
+            float[] dy, float[] xhat, float[] rstd, float[] g, float[] dg, float[] db, int t, int h) {
+        float[] dx = new float[t * h];
+        for (int i = 0; i < t; i++) {
+            int o = i * h;
+            double s1 = 0;
+            double s2 = 0;
+            for (int j = 0; j < h; j++) {
+                float d = dy[o + j];
+                dg[j] += d * xhat[o + j];
+                db[j] += d;
+                float dxh = d * g[j];
+                s1 += dxh;
+                s2 += dxh * xhat[o + j];
+            }
+            float m1 = (float) (s1 / h);
+            float m2 = (float) (s2 / h);
+            float r = rstd[i];
+            for (int j = 0; j < h; j++) {
+                float dxh = dy[o + j] * g[j];
+                dx[o + j] = r * (dxh - m1 - xhat[o + j] * m2);
+            }
+        }
+        return dx;
+    }
+
+    /** RMSNorm over rows: {@code y = x / √(mean(x²) + ε) · γ}; keeps {@code r = 1/√(mean(x²) + ε)}. */
+    static float[] rmsNorm(float[] x, float[] g, float eps, int t, int h, float[] rstd) {
+        float[] y = new float[t * h];
+        for (int i = 0; i < t; i++) {
+            int o = i * h;
+            double ss = 0;
+            for (int j = 0; j < h; j++) {
+                ss += (double) x[o + j] * x[o + j];
+            }
+            float r = (float) (1.0 / Math.sqrt(ss / h + eps));
+            rstd[i] = r;
+            for (int j = 0; j < h; j++) {
+                y[o + j] = x[o + j] * r * g[j];
+            }
+        }
+        return y;
+    }
+
+    /** Backward of {@link #rmsNorm}: adds to {@code dg}; returns dx. */
+    static float[] rmsNormBackward(float[] dy, float[] x, float[] rstd, float[] g, float[] dg, int t, int h) {
+        float[] dx = new float[t * h];
+        for (int i = 0; i < t; i++) {
+            int o = i * h;
+            float r = rstd[i];
+            double s = 0;
+            for (int j = 0; j < h; j++) {
+                float d = dy[o + j];
+                dg[j] += d * x[o + j] * r;
+                s += (double) d * g[j] * x[o + j];
+            }
+            float c = (float) (s / h) * r * r;
+            for (int j = 0; j < h; j++) {
+                dx[o + j] = r * (dy[o + j] * g[j] - x[o + j] * c);
+            }
+        }
+        return dx;
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Activations
+
+    /**
+     * The error function in double precision: its Maclaurin series for {@code |x| < 3} and a continued fraction for
+     * erfc beyond (both converge to well below float32 rounding).
+     */
+    static double erf(double x) {
+        double ax = Math.abs(x);
+        if (ax < 3.0) {
+            double x2 = x * x;
+            double term = x;
+            double sum = x;
+            for (int n = 1; n < 80; n++) {
+                term *= -x2 / n;
+                double add = term / (2 * n + 1);
+                sum += add;
+                if (Math.abs(add) < 1e-17 * Math.abs(sum)) {
+                    break;
+                }
+            }
+            return 2.0 / Math.sqrt(Math.PI) * sum;
+        }
+        if (ax > 6.0) {
+            return Math.signum(x);
+        }
+        // erfc(x) = exp(−x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...))))), evaluated bottom-up.
+        double f = ax;
+        for (int n = 60; n >= 1; n--) {
+            f = ax + (n / 2.0) / f;
+        }
+        double erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+        return Math.signum(x) * (1.0 - erfc);
+    }
+
+    /** transformers' {@code gelu}: {@code 0.5·x·(1 + erf(x/√2))}. */
+    static float gelu(float x) {
+        return (float) (0.5 * x * (1.0 + erf(x / Math.sqrt(2.0))));
+    }
+
+    /** d gelu / dx {@code = 0.5·(1 + erf(x/√2)) + x·φ(x)}. */
+    static float geluGrad(float x) {
+        double phi = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+        return (float) (0.5 * (1.0 + erf(x / Math.sqrt(2.0))) + x * phi);
+    }
+
+    static float sigmoid(float x) {
+        return (float) (1.0 / (1.0 + Math.exp(-x)));
+    }
+
+    /** {@code x·σ(x)}. */
+    static float silu(float x) {
+        return x * sigmoid(x);
+    }
+
+    /** d silu / dx {@code = σ(x)·(1 + x·(1 − σ(x)))}. */
+    static float siluGrad(float x) {
+        float s = sigmoid(x);
+        return s * (1f + x * (1f - s));
+    }
+}
