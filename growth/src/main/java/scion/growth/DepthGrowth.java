@@ -1,9 +1,6 @@
 package scion.growth;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ArrayNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -11,11 +8,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Optional;
 import java.util.function.Function;
 import scion.io.InvalidInputException;
-import scion.io.Json;
 import scion.io.arch.Architecture;
+import scion.io.arch.LayerRemap;
 import scion.io.arch.Role;
 import scion.io.arch.WeightGraph;
 import scion.io.arch.WeightGraph.Weight;
@@ -23,7 +19,6 @@ import scion.io.config.ModelConfig;
 import scion.io.config.ModelConfig.Field;
 import scion.io.onnx.OnnxModel;
 import scion.io.tensor.DType;
-import scion.io.tensor.FileRegion;
 import scion.io.tensor.Tensor;
 
 /**
@@ -350,113 +345,28 @@ public final class DepthGrowth {
      *     width-grown view of it; its name is replaced by the output name, its dtype and shape are kept
      */
     public static List<Tensor> tensors(Plan plan, WeightGraph graph, Function<Weight, Tensor> source) {
-        List<Tensor> out = new ArrayList<>();
-        boolean blocksDone = false;
-        for (Weight w : graph.weights()) {
-            if (w.layer() < 0) {
-                out.add(rename(source.apply(w), w.name()));
-                continue;
-            }
-            if (blocksDone) {
-                continue;
-            }
-            blocksDone = true;
-            for (int i = 0; i < plan.slots().size(); i++) {
-                Slot s = plan.slots().get(i);
-                for (Weight lw : graph.layer(s.source())) {
-                    String name = lw.spec().name(graph.prefix(), i);
-                    Tensor t = source.apply(lw);
-                    if (s.added() && plan.method() == Method.IDENTITY && zeroedInIdentityBlock(lw)) {
-                        out.add(new Zeros(name, t.dtype(), t.shape()));
-                    } else {
-                        out.add(rename(t, name));
-                    }
-                }
-            }
-        }
-        return out;
+        return LayerRemap.tensors(graph, sources(plan), (i, w) -> {
+            Tensor t = source.apply(w);
+            boolean zero = i >= 0 && plan.slots().get(i).added() && plan.method() == Method.IDENTITY;
+            return zero && zeroedInIdentityBlock(w) ? new Zeros(t.name(), t.dtype(), t.shape()) : t;
+        });
     }
 
     /**
-     * The result's config: the block count under the key the file uses, and {@code layer_types} (per-block attention
-     * kinds of qwen2 and newer configs) rebuilt from each block's source; a qwen2 config with {@code
-     * use_sliding_window} and no {@code layer_types} gets one, written out from {@code max_window_layers}, so that no
-     * block changes kind by being renumbered.
+     * The result's config: the block count under the key the file uses, and the per-layer lists ({@code layer_types}
+     * of qwen2 and newer configs, written out for a qwen2 config with {@code use_sliding_window}) rebuilt from each
+     * block's source by {@link LayerRemap#config}, so that no block changes kind by being renumbered.
      */
     public static ModelConfig config(Plan plan, ModelConfig cfg) {
-        ModelConfig changed = cfg.with(Field.LAYERS, plan.layers());
-        List<String> sourceTypes = null;
-        Optional<JsonNode> types = cfg.get("layer_types");
-        if (types.isPresent() && types.get().isArray() && types.get().size() == plan.sourceLayers()) {
-            sourceTypes = new ArrayList<>();
-            for (JsonNode t : types.get()) {
-                sourceTypes.add(t.asText());
-            }
-        } else if ("qwen2".equals(plan.family()) && flag(cfg, "use_sliding_window")) {
-            int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
-            sourceTypes = new ArrayList<>();
-            for (int l = 0; l < plan.sourceLayers(); l++) {
-                sourceTypes.add(l >= from ? "sliding_attention" : "full_attention");
-            }
-        }
-        if (sourceTypes == null) {
-            return changed;
-        }
-        try {
-            ObjectNode json = (ObjectNode) Json.mapper().readTree(changed.toJson());
-            ArrayNode arr = json.putArray("layer_types");
-            for (Slot s : plan.slots()) {
-                arr.add(sourceTypes.get(s.source()));
-            }
-            return ModelConfig.parse(Json.mapper().writeValueAsString(json), cfg.source());
-        } catch (JsonProcessingException e) {
-            throw new IllegalStateException("config.json written by ModelConfig cannot be read back", e);
-        }
+        return LayerRemap.config(cfg, plan.family(), sources(plan));
     }
 
-    static Tensor rename(Tensor t, String name) {
-        return t.name().equals(name) ? t : new Renamed(t, name);
-    }
-
-    /** A stored tensor under another name; a file-backed one stays file-backed (writers copy it zero-copy). */
-    private static final class Renamed implements Tensor {
-        private final Tensor source;
-        private final String name;
-
-        Renamed(Tensor source, String name) {
-            this.source = source;
-            this.name = name;
+    private static int[] sources(Plan plan) {
+        int[] s = new int[plan.slots().size()];
+        for (int i = 0; i < s.length; i++) {
+            s[i] = plan.slots().get(i).source();
         }
-
-        @Override
-        public String name() {
-            return name;
-        }
-
-        @Override
-        public DType dtype() {
-            return source.dtype();
-        }
-
-        @Override
-        public long[] shape() {
-            return source.shape();
-        }
-
-        @Override
-        public void readBytes(long byteOffset, ByteBuffer dst) {
-            source.readBytes(byteOffset, dst);
-        }
-
-        @Override
-        public Optional<FileRegion> fileRegion() {
-            return source.fileRegion();
-        }
-
-        @Override
-        public void readFloats(long start, float[] dst, int off, int len) {
-            source.readFloats(start, dst, off, len);
-        }
+        return s;
     }
 
     /** Zeros of a dtype and shape, produced on read (every dtype's zero is all-zero bytes). */
