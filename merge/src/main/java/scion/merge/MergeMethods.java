@@ -11,7 +11,24 @@ public final class MergeMethods {
     private MergeMethods() {}
 
     /** Every method. Add a method here (one line). */
-    public static final List<MergeMethod> ALL = List.of(new LinearMerge());
+    public static final List<MergeMethod> ALL = all();
+
+    private static List<MergeMethod> all() {
+        List<MergeMethod> l = new ArrayList<>();
+        l.add(new LinearMerge());
+        l.add(Methods.slerp());
+        l.add(Methods.nuslerp());
+        l.add(Methods.multislerp());
+        l.add(Methods.karcher());
+        l.addAll(TaskArithmeticMerge.all());
+        l.add(Methods.sce());
+        l.add(Methods.modelStock());
+        l.add(Methods.nearswap());
+        l.add(Methods.arceeFusion());
+        l.add(Methods.ram());
+        l.add(Methods.passthrough());
+        return List.copyOf(l);
+    }
 
     /** The method named {@code id} (mergekit's name), or an error listing the known ones. */
     public static MergeMethod byId(String id, String where) {
