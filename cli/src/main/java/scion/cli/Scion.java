@@ -21,6 +21,7 @@ import scion.io.UnavailableException;
             GrowCommand.class,
             ExportCommand.class,
             DemoCommand.class,
+            MergeCommand.class,
             ValidateCommand.class,
             EvalCommand.class
         },

@@ -1,0 +1,273 @@
+package scion.cli;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
+import scion.io.Checkpoint;
+import scion.io.InvalidInputException;
+import scion.io.Model;
+import scion.io.Provenance;
+import scion.io.onnx.OnnxWriter;
+import scion.io.safetensors.SafetensorsWriter;
+import scion.io.tensor.Tensor;
+import scion.merge.ImportanceProvider;
+import scion.merge.MergeConfig;
+import scion.merge.MergeMethod;
+import scion.merge.MergeMethods;
+import scion.merge.MergePlan;
+import scion.merge.Merger;
+
+/**
+ * {@code scion merge CONFIG.yml OUT} (a mergekit YAML recipe) or {@code scion merge --method M [--base B] [--param
+ * k=v ...] A B [C ...] OUT}: several checkpoints merged into one, streamed tensor by tensor (each output tensor is
+ * read from every input, merged in float32, written and dropped).
+ */
+@Command(
+        name = "merge",
+        description = {
+            "Merge checkpoints with mergekit's methods and YAML: linear, slerp, nuslerp, multislerp, karcher,"
+                    + " task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della,"
+                    + " della_linear, sce, model_stock, nearswap, arcee_fusion, ram, passthrough (slices).",
+            "Safetensors folders (sharded) or ONNX files (weights matched by role and layer; the base's graph is"
+                    + " kept). Streamed: peak memory about (models + 2) x the largest tensor."
+        },
+        mixinStandardHelpOptions = true)
+final class MergeCommand implements Callable<Integer> {
+    @Parameters(
+            paramLabel = "INPUTS",
+            arity = "2..*",
+            description = "CONFIG.yml OUT, or (with --method) the models A B ... followed by OUT.")
+    List<Path> args;
+
+    @Option(
+            names = "--method",
+            paramLabel = "M",
+            description = "Merge the listed models with method M instead of reading a YAML config.")
+    String method;
+
+    @Option(names = "--base", paramLabel = "B", description = "The base model (with --method).")
+    Path base;
+
+    @Option(
+            names = "--param",
+            paramLabel = "K=V",
+            description = "A top-level parameter (with --method), e.g. t=0.5, density=0.5, weight=[1,0.5] for a"
+                    + " gradient. Methods with a per-model weight default it to 1.")
+    List<String> params = new ArrayList<>();
+
+    @Option(
+            names = "--seed",
+            paramLabel = "S",
+            defaultValue = "0",
+            description = "Seed of randomised methods (dare, della, arcee_fusion sampling). Default: ${DEFAULT-VALUE}.")
+    long seed;
+
+    @Option(
+            names = "--shard-size",
+            paramLabel = "SIZE",
+            description = "Cut output shards at this many bytes (e.g. 5GB, 2GiB).")
+    String shardSize;
+
+    @Mixin
+    OutputOptions output;
+
+    @Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    /**
+     * Per-element importance for methods that need it (Fisher merging); null for mergekit's methods. Set by options
+     * that estimate it (calibration text) before {@link #call()} writes.
+     */
+    ImportanceProvider importance;
+
+    @Override
+    public Integer call() throws JsonProcessingException {
+        Path out = args.get(args.size() - 1);
+        MergeConfig config;
+        byte[] yaml = null;
+        if (method == null) {
+            if (args.size() != 2) {
+                throw InvalidInputException.of(
+                        "scion merge",
+                        "without --method, takes a config and an output",
+                        "CONFIG.yml OUT (or --method M A B ... OUT)",
+                        args.size() + " arguments");
+            }
+            if (base != null || !params.isEmpty()) {
+                throw InvalidInputException.of(
+                        base != null ? "--base" : "--param",
+                        "applies with --method",
+                        "base_model/parameters in the YAML config",
+                        "a config file");
+            }
+            Path cfg = args.get(0);
+            config = MergeConfig.read(cfg);
+            try {
+                yaml = Files.readAllBytes(cfg);
+            } catch (IOException e) {
+                throw InvalidInputException.of(cfg.toString(), "cannot read", "a readable file", e.getMessage());
+            }
+        } else {
+            List<String> models = new ArrayList<>();
+            for (Path p : args.subList(0, args.size() - 1)) {
+                models.add(p.toString());
+            }
+            Map<String, String> p = new LinkedHashMap<>();
+            for (String kv : params) {
+                int i = kv.indexOf('=');
+                if (i <= 0) {
+                    throw InvalidInputException.of("--param", "not a key=value pair", "e.g. t=0.5", "'" + kv + "'");
+                }
+                p.put(kv.substring(0, i).trim(), kv.substring(i + 1).trim());
+            }
+            MergeMethod m = MergeMethods.byId(method, "--method");
+            for (MergeMethod.Param mp : m.params()) {
+                if (mp.name().equals("weight") && mp.required() && !p.containsKey("weight")) {
+                    p.put("weight", "1");
+                }
+            }
+            config = MergeConfig.ofModels(method, base == null ? null : base.toString(), models, p, null);
+        }
+        Map<String, Object> summary = new LinkedHashMap<>();
+        try (MergePlan plan = MergePlan.open(config)) {
+            Merger merger = new Merger(plan.models(), importance, seed);
+            Map<String, String> prov = new LinkedHashMap<>(plan.describe());
+            prov.put("seed", Long.toString(seed));
+            Map<String, Checkpoint> inputs = new LinkedHashMap<>();
+            for (int i = 0; i < plan.models().size(); i++) {
+                inputs.put(plan.modelNames().get(i), plan.models().get(i).checkpoint());
+            }
+            Map<String, String> meta = Provenance.of(Scion.version(), "merge", prov, inputs);
+            Model ref = plan.reference();
+            long total = 0;
+            for (Merger.Job j : plan.jobs()) {
+                total += Math.multiplyExact(j.dtype().size(), numel(j.shape()));
+            }
+            long start = System.nanoTime();
+            if (ref.format() == Model.Format.ONNX) {
+                if (!out.getFileName().toString().endsWith(".onnx")) {
+                    throw InvalidInputException.of(
+                            out.toString(), "ONNX models merge into an ONNX file", "a path ending in .onnx", out);
+                }
+                if (shardSize != null) {
+                    throw InvalidInputException.of(
+                            "--shard-size", "applies to safetensors output", "no --shard-size for ONNX", shardSize);
+                }
+                OnnxWriter.Written w;
+                try (Progress bar = Progress.forTerminal("merging", total)) {
+                    Map<String, Tensor> repl = plan.replacements(merger);
+                    w = OnnxWriter.write(
+                            ref.onnx().orElseThrow(),
+                            progress(repl, bar),
+                            out,
+                            OnnxWriter.Options.defaults()
+                                    .withForce(output.force)
+                                    .withMetadata(meta));
+                }
+                summary.put("output", w.model().toString());
+                w.dataFile().ifPresent(p -> summary.put("external_data", p.toString()));
+            } else {
+                if (out.getFileName().toString().endsWith(".onnx")
+                        || out.getFileName().toString().endsWith(".safetensors")) {
+                    throw InvalidInputException.of(
+                            out.toString(), "a merged model needs its own config.json", "an output folder", out);
+                }
+                long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+                List<Tensor> tensors = plan.tensors(merger);
+                try (Progress bar = Progress.forTerminal("merging", total);
+                        SafetensorsWriter.Output o = SafetensorsWriter.create()
+                                .force(output.force)
+                                .shardSize(shard)
+                                .metadata(meta)
+                                .progress(bar::advance)
+                                .open(out)) {
+                    o.writeTensors(tensors);
+                    o.addFile("config.json", plan.outputConfig().toJson().getBytes(StandardCharsets.UTF_8));
+                    for (Path p : ConvertCommand.companionFiles(plan.tokenizerFrom())) {
+                        String n = p.getFileName().toString();
+                        if (!n.equals("mergekit_config.yml")) {
+                            o.copyFile(p);
+                        }
+                    }
+                    if (yaml != null) {
+                        o.addFile("mergekit_config.yml", yaml);
+                    }
+                    o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
+                    try (Model check = Model.open(o.staging())) {
+                        check.graph(); // the staged folder opens as a model of its family
+                    }
+                    List<Path> files = o.commit();
+                    summary.put("output", out.toString());
+                    summary.put("files", files.size());
+                }
+            }
+            double secs = (System.nanoTime() - start) / 1e9;
+            summary.put("method", plan.method().id());
+            summary.put("models", plan.modelNames());
+            summary.put("family", ref.graph().architecture().family());
+            summary.put("layers", plan.layers());
+            summary.put("merged_tensors", plan.jobs().size());
+            summary.put("copied_tensors", plan.copied());
+            summary.put("tensor_bytes", total);
+            summary.put("seconds", Math.round(secs * 100) / 100.0);
+            summary.put("tokenizer_from", plan.tokenizerFrom().toString());
+            if (!plan.notes().isEmpty()) {
+                summary.put("notes", plan.notes());
+            }
+        }
+        output.print(summary, spec.commandLine().getOut(), 15);
+        return ExitCodes.OK;
+    }
+
+    private static long numel(long[] shape) {
+        long n = 1;
+        for (long d : shape) {
+            n = Math.multiplyExact(n, d);
+        }
+        return n;
+    }
+
+    /** Wraps each replacement so the bar advances as the writer reads it (the ONNX writer has no progress hook). */
+    private static Map<String, Tensor> progress(Map<String, Tensor> repl, Progress bar) {
+        Map<String, Tensor> out = new LinkedHashMap<>();
+        for (Map.Entry<String, Tensor> e : repl.entrySet()) {
+            Tensor t = e.getValue();
+            out.put(e.getKey(), new Tensor() {
+                @Override
+                public String name() {
+                    return t.name();
+                }
+
+                @Override
+                public scion.io.tensor.DType dtype() {
+                    return t.dtype();
+                }
+
+                @Override
+                public long[] shape() {
+                    return t.shape();
+                }
+
+                @Override
+                public void readBytes(long byteOffset, java.nio.ByteBuffer dst) {
+                    int before = dst.position();
+                    t.readBytes(byteOffset, dst);
+                    bar.advance(dst.position() - before);
+                }
+            });
+        }
+        return out;
+    }
+}
