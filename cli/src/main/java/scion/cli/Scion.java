@@ -19,6 +19,7 @@ import scion.io.UnavailableException;
             InspectCommand.class,
             ConvertCommand.class,
             GrowCommand.class,
+            SubcloneCommand.class,
             ExportCommand.class,
             DemoCommand.class,
             MergeCommand.class,
