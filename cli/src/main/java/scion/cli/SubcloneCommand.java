@@ -25,6 +25,7 @@ import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.calibration.Calibration;
 import scion.io.safetensors.SafetensorsWriter;
 import scion.io.tensor.Tensor;
+import scion.prune.LayerDrop;
 import scion.prune.OnnxSubcloning;
 import scion.prune.Subcloning;
 
@@ -69,7 +70,7 @@ final class SubcloneCommand implements Callable<Integer> {
     Integer heads;
 
     @Option(
-            names = "--layer-metric",
+            names = "--metric",
             paramLabel = "block-influence|angular|last",
             defaultValue = "block-influence",
             description = "How blocks are chosen for removal (default: ${DEFAULT-VALUE}).")
@@ -120,7 +121,7 @@ final class SubcloneCommand implements Callable<Integer> {
                     ffn == null ? 0 : ffn,
                     heads == null ? 0 : heads,
                     !noRescale,
-                    Subcloning.LayerRule.parse(layerMetric));
+                    LayerDrop.Metric.parse(layerMetric));
             Subcloning.check(graph, params); // every shape problem, before the calibration runs
             if (onnx) {
                 OnnxSubcloning.check(m, params);

@@ -5,7 +5,6 @@ import java.util.Arrays;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.function.Consumer;
 import scion.io.InvalidInputException;
@@ -45,8 +44,8 @@ import scion.io.tensor.Tensor;
  *       (H' must be a multiple of g); multi-query attention (one key/value head) keeps it and the best H' query heads.
  * </ul>
  *
- * <p>Blocks are removed to reach L' by a {@link LayerRule}, measured on the same calibration pass. The default is
- * {@link LayerRule#BLOCK_INFLUENCE} (Men et al. 2024): the paper removes the blocks that change the residual stream
+ * <p>Blocks are removed to reach L' by a {@link LayerDrop.Metric} (chosen by {@link LayerDrop#choose}), measured on the same calibration pass. The default is
+ * {@link LayerDrop.Metric#BLOCK_INFLUENCE} (Men et al. 2024): the paper removes the blocks that change the residual stream
  * least; block influence 1 − cos(x^l, x^(l+1)) measures exactly that per block on this model's own text, and the L −
  * L' lowest need not be contiguous.
  *
@@ -69,30 +68,6 @@ import scion.io.tensor.Tensor;
 public final class Subcloning {
     private Subcloning() {}
 
-    /** How blocks are chosen for removal. */
-    public enum LayerRule {
-        /** Remove the L − L' blocks of lowest block influence 1 − cos(x^l, x^(l+1)) (ShortGPT), over all tokens. */
-        BLOCK_INFLUENCE,
-        /** Remove the contiguous block of L − L' layers with the smallest angular distance (Gromov et al. 2024). */
-        ANGULAR,
-        /** Remove the last L − L' blocks before the final one. */
-        LAST;
-
-        public String id() {
-            return name().toLowerCase(Locale.ROOT).replace('_', '-');
-        }
-
-        public static LayerRule parse(String s) {
-            for (LayerRule r : values()) {
-                if (r.id().equals(s.trim().toLowerCase(Locale.ROOT))) {
-                    return r;
-                }
-            }
-            throw InvalidInputException.of(
-                    "--layer-metric", "unknown rule", "block-influence, angular or last", "'" + s + "'");
-        }
-    }
-
     /**
      * The target shape.
      *
@@ -103,7 +78,7 @@ public final class Subcloning {
      * @param rescale multiply norm scales by √(D/D')
      * @param layerRule how blocks are removed when L' &lt; L
      */
-    public record Params(int hidden, int layers, int ffn, int heads, boolean rescale, LayerRule layerRule) {
+    public record Params(int hidden, int layers, int ffn, int heads, boolean rescale, LayerDrop.Metric layerRule) {
         public Params {
             if (layerRule == null) {
                 throw new IllegalArgumentException("layer rule is null");
@@ -112,7 +87,7 @@ public final class Subcloning {
 
         /** D' with everything else at its default (rescaled, block influence). */
         public static Params hidden(int hidden) {
-            return new Params(hidden, 0, 0, 0, true, LayerRule.BLOCK_INFLUENCE);
+            return new Params(hidden, 0, 0, 0, true, LayerDrop.Metric.BLOCK_INFLUENCE);
         }
 
         public Params withLayers(int l) {
@@ -131,7 +106,7 @@ public final class Subcloning {
             return new Params(hidden, layers, ffn, heads, r, layerRule);
         }
 
-        public Params withLayerRule(LayerRule r) {
+        public Params withLayerRule(LayerDrop.Metric r) {
             return new Params(hidden, layers, ffn, heads, rescale, r);
         }
     }
@@ -531,54 +506,16 @@ public final class Subcloning {
                 notes);
     }
 
-    /** The source blocks kept, in order. */
-    static int[] chooseBlocks(ResidualStats st, int layers, int keep, LayerRule rule) {
-        int n = layers - keep;
-        if (n == 0) {
+    /** The source blocks kept, in order: all, or those {@link LayerDrop#choose} leaves. */
+    static int[] chooseBlocks(ResidualStats st, int layers, int keep, LayerDrop.Metric metric) {
+        if (keep == layers) {
             int[] all = new int[layers];
             for (int i = 0; i < layers; i++) {
                 all[i] = i;
             }
             return all;
         }
-        boolean[] drop = new boolean[layers];
-        switch (rule) {
-            case LAST:
-                for (int l = layers - 1 - n; l < layers - 1; l++) {
-                    drop[Math.max(l, 0)] = true;
-                }
-                break;
-            case ANGULAR: {
-                int start = st.mostRedundantBlock(n);
-                for (int l = start; l < start + n; l++) {
-                    drop[l] = true;
-                }
-                break;
-            }
-            default: {
-                double[] bi = st.blockInfluence();
-                double[] b = bi.clone();
-                for (int l : top(negate(b), n)) {
-                    drop[l] = true;
-                }
-            }
-        }
-        int[] out = new int[keep];
-        int i = 0;
-        for (int l = 0; l < layers; l++) {
-            if (!drop[l]) {
-                out[i++] = l;
-            }
-        }
-        return out;
-    }
-
-    private static double[] negate(double[] v) {
-        double[] o = new double[v.length];
-        for (int i = 0; i < v.length; i++) {
-            o[i] = -v[i];
-        }
-        return o;
+        return LayerDrop.keep(layers, LayerDrop.choose(metric, layers - keep, st));
     }
 
     /** The result's tensors, lazily, in output order (removed blocks left out, the others renumbered). */
