@@ -20,6 +20,7 @@ import scion.io.UnavailableException;
             ConvertCommand.class,
             GrowCommand.class,
             SubcloneCommand.class,
+            LowRankCommand.class,
             ExportCommand.class,
             DemoCommand.class,
             MergeCommand.class,

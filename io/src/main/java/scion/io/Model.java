@@ -36,6 +36,8 @@ import scion.io.tensor.Tensor;
  * <p>Accepted locations: a Hugging Face folder (config.json + {@code model.safetensors} or shards with an index), a
  * single {@code .safetensors} file with a {@code config.json} beside it, or an {@code .onnx} file (its weights are
  * traced to Hugging Face names through the graph, and its sizes inferred from the weights and shape constants).
+ * A checkpoint factorised by {@code scion lowrank} opens as the model it approximates: each factor pair is one
+ * weight whose tensor is a {@link scion.io.tensor.LowRankTensor} ({@link LowRankFactors}).
  */
 public final class Model implements AutoCloseable {
     /** The on-disk format. */
@@ -92,7 +94,9 @@ public final class Model implements AutoCloseable {
         Architecture arch = Architectures.forModelType(type, configFile.toString());
         Checkpoint ckpt = SafetensorsReader.open(location);
         try {
-            WeightGraph g = WeightGraph.build(ckpt, arch, config, Map.of(), Set.of());
+            // A factorised checkpoint (scion lowrank) is read as the dense model it approximates.
+            LowRankFactors.View v = LowRankFactors.safetensors(ckpt, config);
+            WeightGraph g = WeightGraph.build(v.checkpoint(), arch, config, v.aliases(), Set.of());
             return new Model(location, Format.SAFETENSORS, ckpt, g, 0);
         } catch (RuntimeException e) {
             ckpt.close();
@@ -158,9 +162,11 @@ public final class Model implements AutoCloseable {
                     constants.add(t.name()); // Constant-node tensors and graph plumbing: not parameters
                 }
             }
-            Architecture arch = detect(m, aliases, where);
-            ModelConfig config = infer(arch, m, aliases, traced.hints(), where);
-            WeightGraph g = WeightGraph.build(m, arch, config, aliases, constants);
+            // Factor pairs (scion lowrank: MatMul(MatMul(x, A), B)) are read as the dense weight they approximate.
+            LowRankFactors.View v = LowRankFactors.onnx(m, aliases);
+            Architecture arch = detect(v.checkpoint(), v.aliases(), where);
+            ModelConfig config = infer(arch, v.checkpoint(), v.aliases(), traced.hints(), where);
+            WeightGraph g = WeightGraph.build(v.checkpoint(), arch, config, v.aliases(), constants);
             int renamed = 0;
             for (TracedWeight t : traced.weights()) {
                 if (!t.initializer().equals(t.hfName())) {

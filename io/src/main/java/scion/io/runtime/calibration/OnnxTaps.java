@@ -16,6 +16,7 @@ import scion.io.arch.Role;
 import scion.io.arch.WeightGraph;
 import scion.io.arch.WeightGraph.Weight;
 import scion.io.onnx.OnnxModel;
+import scion.io.tensor.LowRankTensor;
 
 /**
  * Where a transformer's calibration activations are in its ONNX graph: the residual stream entering every layer and
@@ -344,6 +345,15 @@ public final class OnnxTaps {
 
     /** The weight's tensor name in this graph: its stored name, else its Hugging Face name. */
     private String tensorName(Weight w) {
+        if (w.tensor() instanceof LowRankTensor) {
+            // A factorised weight: its input-side factor is the one multiplied with the activations.
+            LowRankTensor f = (LowRankTensor) w.tensor();
+            boolean storedInOut = w.transposed() != w.spec().inOut();
+            String first = (storedInOut ? f.left() : f.right()).name();
+            if (index.exists(first)) {
+                return first;
+            }
+        }
         String stored = w.tensor().name();
         if (index.exists(stored)) {
             return stored;

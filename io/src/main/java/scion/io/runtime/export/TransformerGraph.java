@@ -21,6 +21,7 @@ import scion.io.arch.WeightGraph.Weight;
 import scion.io.runtime.export.FamilySettings.Norm;
 import scion.io.runtime.export.FamilySettings.Positions;
 import scion.io.tensor.DType;
+import scion.io.tensor.LowRankTensor;
 import scion.io.tensor.Tensor;
 
 /**
@@ -153,10 +154,14 @@ final class TransformerGraph {
     // Weights
 
     private static void checkDType(Weight w) {
-        DType t = w.tensor().dtype();
+        checkDType(w.tensor(), w.name());
+    }
+
+    private static void checkDType(Tensor tensor, String name) {
+        DType t = tensor.dtype();
         if (t != DType.F32 && t != DType.F16 && t != DType.BF16 && t != DType.F64) {
             throw InvalidInputException.of(
-                    "tensor '" + w.name() + "'",
+                    "tensor '" + name + "'",
                     "cannot export weights stored as " + t,
                     "F32, F16, BF16 or F64",
                     t + "; hint: convert the checkpoint to f32 or bf16 first");
@@ -243,6 +248,18 @@ final class TransformerGraph {
     private String linear(String scope, String x, Weight w, Weight bias) {
         boolean inOut = w.spec().inOut();
         String b = bias == null ? null : single(bias);
+        if (w.tensor() instanceof LowRankTensor) {
+            // A factorised weight (scion lowrank): two Gemms, x·Aᵀ·Bᵀ ([out, in] storage: W = B·A) or x·A·B.
+            LowRankTensor f = (LowRankTensor) w.tensor();
+            Tensor first = inOut ? f.left() : f.right();
+            Tensor second = inOut ? f.right() : f.left();
+            checkDType(first, w.name());
+            checkDType(second, w.name());
+            String h = g.op(scope, "Gemm", List.of(x, stub(first.name(), first)), attr("transB", inOut ? 0 : 1));
+            String y2 = stub(second.name(), second);
+            List<String> in = b == null ? List.of(h, y2) : List.of(h, y2, b);
+            return g.op(scope, "Gemm", in, attr("transB", inOut ? 0 : 1));
+        }
         List<Block> parts = blocks(w);
         if (parts.size() == 1) {
             List<String> in = b == null
