@@ -47,7 +47,7 @@ import scion.merge.Merger;
 final class MergeCommand implements Callable<Integer> {
     @Parameters(
             paramLabel = "INPUTS",
-            arity = "2..*",
+            arity = "1..*",
             description = "CONFIG.yml OUT, or (with --method) the models A B ... followed by OUT.")
     List<Path> args;
 
@@ -94,6 +94,10 @@ final class MergeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws JsonProcessingException {
+        if (args.size() < 2) {
+            throw InvalidInputException.of(
+                    "scion merge", "needs inputs and an output", "CONFIG.yml OUT or --method M A B ... OUT", args);
+        }
         Path out = args.get(args.size() - 1);
         MergeConfig config;
         byte[] yaml = null;
