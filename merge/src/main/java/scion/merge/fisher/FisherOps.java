@@ -1,6 +1,7 @@
 package scion.merge.fisher;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -47,14 +48,15 @@ public final class FisherOps {
             gemmRows(a, b, c, 0, m, k, n);
             return;
         }
-        int parts = Math.min(THREADS, m);
+        // Splits at multiples of 4 rows (the kernel's row group).
+        int parts = Math.min(THREADS, Math.max(1, m / 4));
         List<Future<?>> fs = new ArrayList<>();
         for (int p = 1; p < parts; p++) {
-            int lo = (int) ((long) m * p / parts);
-            int hi = (int) ((long) m * (p + 1) / parts);
+            int lo = split(m, p, parts);
+            int hi = split(m, p + 1, parts);
             fs.add(POOL.submit(() -> gemmRows(a, b, c, lo, hi, k, n)));
         }
-        gemmRows(a, b, c, 0, (int) ((long) m / parts), k, n);
+        gemmRows(a, b, c, 0, split(m, 1, parts), k, n);
         for (Future<?> f : fs) {
             try {
                 f.get();
@@ -67,21 +69,67 @@ public final class FisherOps {
         }
     }
 
+    /**
+     * Rows {@code [lo, hi)} of C, four at a time: for each column block, {@code t_r = Σ_p A[r,p]·B[p, block]} is
+     * summed over {@code p} in order into a zeroed row buffer (four rows share each load of B), then added to C. A
+     * leftover row is summed the same way, so the result does not depend on how rows are split between threads.
+     */
+    private static int split(int m, int p, int parts) {
+        return p == parts ? m : (int) ((long) (m / 4) * p / parts) * 4;
+    }
+
     private static void gemmRows(float[] a, float[] b, float[] c, int lo, int hi, int k, int n) {
+        float[] t0 = new float[NB];
+        float[] t1 = new float[NB];
+        float[] t2 = new float[NB];
+        float[] t3 = new float[NB];
         for (int jb = 0; jb < n; jb += NB) {
-            int je = Math.min(n, jb + NB);
-            for (int i = lo; i < hi; i++) {
-                int ai = i * k;
-                int ci = i * n;
+            int w = Math.min(n, jb + NB) - jb;
+            int i = lo;
+            for (; i + 4 <= hi; i += 4) {
+                Arrays.fill(t0, 0f);
+                Arrays.fill(t1, 0f);
+                Arrays.fill(t2, 0f);
+                Arrays.fill(t3, 0f);
+                int a0 = i * k;
+                int a1 = a0 + k;
+                int a2 = a1 + k;
+                int a3 = a2 + k;
                 for (int p = 0; p < k; p++) {
-                    float av = a[ai + p];
-                    if (av == 0f) {
-                        continue;
+                    float v0 = a[a0 + p];
+                    float v1 = a[a1 + p];
+                    float v2 = a[a2 + p];
+                    float v3 = a[a3 + p];
+                    int bp = p * n + jb;
+                    for (int j = 0; j < w; j++) {
+                        float bv = b[bp + j];
+                        t0[j] += v0 * bv;
+                        t1[j] += v1 * bv;
+                        t2[j] += v2 * bv;
+                        t3[j] += v3 * bv;
                     }
-                    int bp = p * n;
-                    for (int j = jb; j < je; j++) {
-                        c[ci + j] += av * b[bp + j];
+                }
+                int c0 = i * n + jb;
+                for (int j = 0; j < w; j++) {
+                    c[c0 + j] += t0[j];
+                    c[c0 + n + j] += t1[j];
+                    c[c0 + 2 * n + j] += t2[j];
+                    c[c0 + 3 * n + j] += t3[j];
+                }
+            }
+            for (; i < hi; i++) {
+                Arrays.fill(t0, 0f);
+                int ai = i * k;
+                for (int p = 0; p < k; p++) {
+                    float v0 = a[ai + p];
+                    int bp = p * n + jb;
+                    for (int j = 0; j < w; j++) {
+                        t0[j] += v0 * b[bp + j];
                     }
+                }
+                int c0 = i * n + jb;
+                for (int j = 0; j < w; j++) {
+                    c[c0 + j] += t0[j];
                 }
             }
         }
