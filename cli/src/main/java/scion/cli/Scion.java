@@ -19,6 +19,7 @@ import scion.io.UnavailableException;
             InspectCommand.class,
             ConvertCommand.class,
             GrowCommand.class,
+            PruneCommand.class,
             SubcloneCommand.class,
             LowRankCommand.class,
             ExportCommand.class,

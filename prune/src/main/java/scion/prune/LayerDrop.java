@@ -74,6 +74,15 @@ public final class LayerDrop {
             return this == ANGULAR ? Calibration.Positions.LAST_TOKEN : Calibration.Positions.ALL_TOKENS;
         }
 
+        /**
+         * The default rows for a model: {@link #defaultPositions()} for a causal LM; every token for an encoder, whose
+         * last token is always the {@code [SEP]} marker rather than a summary of the sequence (bidirectional attention
+         * gives no token that special role, so the paper's last-token choice does not carry over).
+         */
+        public Calibration.Positions defaultPositions(boolean causalLm) {
+            return causalLm ? defaultPositions() : Calibration.Positions.ALL_TOKENS;
+        }
+
         /** The calibration request for this metric: the residual stream at every position 0..L. */
         public Calibration.Request request(Calibration.Positions positions) {
             return Calibration.Request.of(positions).withResidualStream();
