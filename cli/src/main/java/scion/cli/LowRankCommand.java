@@ -193,7 +193,7 @@ final class LowRankCommand implements Callable<Integer> {
             } else {
                 writeSafetensors(m, byName, results, params, storeMode, meta, summary);
             }
-            report(m, results, skipped, params, summary);
+            report(output.json, m, results, skipped, params, summary);
             if (plot != null) {
                 plot(results, byName, params);
                 summary.put("plot", plot.toString());
@@ -362,6 +362,7 @@ final class LowRankCommand implements Callable<Integer> {
     }
 
     private static void report(
+            boolean json,
             Model m,
             Map<String, SvdLowRank.Result> results,
             List<String> skipped,
@@ -394,7 +395,7 @@ final class LowRankCommand implements Callable<Integer> {
             if (!r.note().isEmpty()) {
                 row.put("note", r.note());
             }
-            rows.add(row);
+            rows.add(json ? row : text(r, params, saved));
         }
         long all = m.graph().parameterCount();
         summary.put("family", m.graph().architecture().family());
@@ -416,6 +417,28 @@ final class LowRankCommand implements Callable<Integer> {
             summary.put("skipped", skipped);
         }
         summary.put("matrices", rows);
+    }
+
+    /** One line per matrix for the text report. */
+    private static String text(SvdLowRank.Result r, SvdLowRank.Params params, long saved) {
+        String shape = r.out() + "×" + r.in();
+        if (r.dense()) {
+            return String.format(Locale.ROOT, "%-48s %-10s dense  (%s)", r.name(), shape, r.note());
+        }
+        return String.format(
+                Locale.ROOT,
+                "%-48s %-10s r=%-5d energy %.4f  rel.err %.4f  %s %.4f  params %d → %d  −%s%s",
+                r.name(),
+                shape,
+                r.rank(),
+                r.keptEnergy(),
+                r.relativeError(),
+                params.method() == SvdLowRank.Method.SVD_LLM ? "out.err" : "tail",
+                r.tail(),
+                r.parametersBefore(),
+                r.parametersAfter(),
+                Progress.bytes(saved),
+                r.note().isEmpty() ? "" : "  (" + r.note() + ")");
     }
 
     private static double round(double v) {
