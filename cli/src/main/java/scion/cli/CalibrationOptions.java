@@ -117,6 +117,64 @@ final class CalibrationOptions {
         }
     }
 
+    /**
+     * The calibration text as token windows for {@code model} without running it, for operators with their own
+     * forward pass (Fisher merging): the same lines, tokenizer and {@code [CLS] … [SEP]} wrapping as {@link #run},
+     * windows of at most {@code maxLength} tokens in all. Close it to release the tokenizer and the file.
+     */
+    Windows windows(Model model, int maxLength) {
+        require("here");
+        if (!Files.isRegularFile(text)) {
+            throw InvalidInputException.of(text.toString(), "calibration text not found", "a UTF-8 text file", "none");
+        }
+        TextTokenizer tok = TextTokenizer.forModel(model.location(), tokenizer, model.graph().dims().vocab());
+        try {
+            BufferedReader reader = Files.newBufferedReader(text, StandardCharsets.UTF_8);
+            int content = Math.max(1, maxLength - tok.specialCount());
+            return new Windows(
+                    TokenChunks.of(new Documents(reader, tok, text.toString()), content, tok::wrap), tok, reader);
+        } catch (IOException e) {
+            tok.close();
+            throw new UncheckedIOException(text + ": cannot read the calibration text", e);
+        } catch (RuntimeException e) {
+            tok.close();
+            throw e;
+        }
+    }
+
+    /** Token windows of the calibration text (see {@link #windows}). */
+    static final class Windows implements Iterator<long[]>, AutoCloseable {
+        private final Iterator<long[]> chunks;
+        private final TextTokenizer tokenizer;
+        private final BufferedReader reader;
+
+        Windows(Iterator<long[]> chunks, TextTokenizer tokenizer, BufferedReader reader) {
+            this.chunks = chunks;
+            this.tokenizer = tokenizer;
+            this.reader = reader;
+        }
+
+        @Override
+        public boolean hasNext() {
+            return chunks.hasNext();
+        }
+
+        @Override
+        public long[] next() {
+            return chunks.next();
+        }
+
+        @Override
+        public void close() {
+            tokenizer.close();
+            try {
+                reader.close();
+            } catch (IOException e) {
+                throw new UncheckedIOException("cannot close the calibration text", e);
+            }
+        }
+    }
+
     /** Non-blank lines of the text, tokenised as they are asked for. */
     private static final class Documents implements Iterator<long[]> {
         private final BufferedReader reader;

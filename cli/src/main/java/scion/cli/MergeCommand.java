@@ -39,7 +39,8 @@ import scion.merge.Merger;
         description = {
             "Merge checkpoints with mergekit's methods and YAML: linear, slerp, nuslerp, multislerp, karcher,"
                     + " task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, breadcrumbs_ties, della,"
-                    + " della_linear, sce, model_stock, nearswap, arcee_fusion, ram, passthrough (slices).",
+                    + " della_linear, sce, model_stock, nearswap, arcee_fusion, ram, passthrough (slices), and fisher"
+                    + " (Fisher-weighted averaging, diagonal Fisher estimated on --calib TEXT).",
             "Safetensors folders (sharded) or ONNX files (weights matched by role and layer; the base's graph is"
                     + " kept). Streamed: peak memory about (models + 2) x the largest tensor."
         },
@@ -82,6 +83,9 @@ final class MergeCommand implements Callable<Integer> {
 
     @Mixin
     OutputOptions output;
+
+    @Mixin
+    CalibrationOptions calib;
 
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -145,7 +149,19 @@ final class MergeCommand implements Callable<Integer> {
             config = MergeConfig.ofModels(method, base == null ? null : base.toString(), models, p, null);
         }
         Map<String, Object> summary = new LinkedHashMap<>();
-        try (MergePlan plan = MergePlan.open(config)) {
+        try (MergePlan plan = MergePlan.open(config);
+                FisherRun fisher = FisherRun.ifNeeded(
+                        plan,
+                        config,
+                        calib,
+                        spec.commandLine().getParseResult(),
+                        seed,
+                        out,
+                        spec.commandLine().getErr())) {
+            if (fisher != null) {
+                importance = fisher.importance();
+                summary.put("fisher", fisher.report());
+            }
             Merger merger = new Merger(plan.models(), importance, seed);
             Map<String, String> prov = new LinkedHashMap<>(plan.describe());
             prov.put("seed", Long.toString(seed));

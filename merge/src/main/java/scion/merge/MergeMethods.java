@@ -27,6 +27,7 @@ public final class MergeMethods {
         l.add(Methods.arceeFusion());
         l.add(Methods.ram());
         l.add(Methods.passthrough());
+        l.add(new scion.merge.fisher.FisherMerge());
         return List.copyOf(l);
     }
 

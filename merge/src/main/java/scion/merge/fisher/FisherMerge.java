@@ -14,8 +14,28 @@ import scion.merge.TensorMerge;
  * Following the paper's implementation, {@code ε} ({@code epsilon}, default 1e-8) is added to every {@code Fᵢ}, so an
  * element that no model's Fisher covers ({@code Σᵢ λᵢ Fᵢ = 0}: buffers, embedding rows no calibration token touched,
  * exactly-zero gradients such as BERT's key biases) falls back to the λ-weighted plain average. Sums are in double.
+ *
+ * <p>YAML: {@code merge_method: fisher}, {@code weight} per model, and the calibration settings {@code calib_text},
+ * {@code calib_tokens} (default 4096), {@code calib_length} (default 128) and {@code fisher} ({@code true} or {@code
+ * empirical}) as top-level parameters; {@code scion merge --method fisher A B OUT --calib TEXT [--tokens T]} gives
+ * them on the command line. The estimate itself runs before the merge, one model at a time.
  */
 public final class FisherMerge implements MergeMethod {
+    /** Parameter: the calibration text. */
+    public static final String CALIB_TEXT = "calib_text";
+
+    /** Parameter: the token budget per model. */
+    public static final String CALIB_TOKENS = "calib_tokens";
+
+    /** Parameter: tokens per sequence. */
+    public static final String CALIB_LENGTH = "calib_length";
+
+    /** Parameter: {@code true} or {@code empirical}. */
+    public static final String FISHER = "fisher";
+
+    /** Default token budget per model: the estimate runs at tens to hundreds of tokens per second on a CPU. */
+    public static final long DEFAULT_TOKENS = 4096;
+
     @Override
     public String id() {
         return "fisher";
@@ -35,7 +55,12 @@ public final class FisherMerge implements MergeMethod {
     public List<Param> params() {
         return List.of(
                 Param.perModel("weight", 1.0, "the model's λ (scales its Fisher)"),
-                Param.global("epsilon", 1e-8, "added to every Fisher element (plain average where all are zero)"));
+                Param.global("epsilon", 1e-8, "added to every Fisher element (plain average where all are zero)"),
+                Param.global(
+                        CALIB_TEXT, "", "calibration text file (UTF-8, one paragraph per line); --calib overrides"),
+                Param.global(CALIB_TOKENS, (double) DEFAULT_TOKENS, "calibration tokens per model; --tokens overrides"),
+                Param.global(CALIB_LENGTH, 128.0, "tokens per calibration sequence; --calib-length overrides"),
+                Param.global(FISHER, "true", "causal LMs: 'true' (sampled targets) or 'empirical' (next tokens)"));
     }
 
     @Override
