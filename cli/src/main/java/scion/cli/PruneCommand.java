@@ -122,6 +122,10 @@ final class PruneCommand implements Callable<Integer> {
                 && !plot.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".png")) {
             throw InvalidInputException.of("--plot", "writes a PNG image", "a file name ending in .png", plot);
         }
+        if (calibration.given() && !Files.isRegularFile(calibration.text)) {
+            throw InvalidInputException.of(
+                    calibration.text.toString(), "calibration text not found", "a UTF-8 text file", "none");
+        }
         if (Files.exists(out, LinkOption.NOFOLLOW_LINKS) && !output.force) {
             throw InvalidInputException.of(
                     out.toString(), "output already exists", "a new path (or --force)", "an existing file or folder");
