@@ -13,7 +13,8 @@ import picocli.CommandLine.Spec;
  * store its weights in f16, and let ONNX Runtime judge the result against the original on English text; then grow it
  * ×2 wide (HyperCloning, ONNX in and out) and let ONNX Runtime show that the grown model's hidden states are two
  * copies of the original's; then merge two real related checkpoints, bge-small-en v1 and v1.5, by SLERP and show
- * the merge's similarity to each parent. Each operator adds its step here.
+ * the merge's similarity to each parent; then remove 2 of MiniLM's 6 blocks by the angular distance of its residual
+ * stream on the demo text and show the embedding cosine to the original. Each operator adds its step here.
  */
 @Command(
         name = "demo",
@@ -87,7 +88,41 @@ final class DemoCommand implements Callable<Integer> {
         if (rc == ExitCodes.OK) {
             rc = mergeSteps(out, text, work);
         }
+        if (rc == ExitCodes.OK) {
+            rc = pruneSteps(out, model, text, work);
+        }
         out.flush();
+        return rc;
+    }
+
+    /** Remove 2 of MiniLM's 6 blocks by the angular metric on the demo text, and show what it costs. */
+    private int pruneSteps(PrintWriter out, Path model, Path text, Path work) {
+        Path pruned = work.resolve("all-minilm-l6-v2-pruned4.onnx");
+        int rc = step(
+                out,
+                "prune 1. prune: remove the 2 adjacent blocks whose input and output residual streams are closest"
+                        + " on the demo text (angular distance, Gromov et al.), ONNX in and out, graph cut",
+                "prune",
+                model.toString(),
+                pruned.toString(),
+                "--remove",
+                "2",
+                "--metric",
+                "angular",
+                "--calib",
+                text.toString(),
+                "--force");
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "prune 2. validate: the 4-block model against the original (mean-pooled embedding cosine,"
+                            + " latency)",
+                    "validate",
+                    model.toString(),
+                    pruned.toString(),
+                    "--text",
+                    text.toString());
+        }
         return rc;
     }
 
