@@ -6,7 +6,8 @@
 // tokens wrapped in the tokenizer's special tokens (TokenChunks, as `scion merge --calib` does), and estimates the
 // diagonal Fisher on TOKENS tokens with scion.merge.fisher.FisherEstimator (one warm-up sequence first, untimed).
 // Prints tokens/s and the matrix-product GFLOP/s of the passes, then the GFLOP/s of one bare FisherOps.gemm of
-// MiniLM's FFN shape (T=128 × 384 × 1536) for reference.
+// MiniLM's FFN shape (T=128 × 384 × 1536) for reference. CPU seconds are printed beside wall time because the
+// machine may be shared: GFLOP per CPU-second is the kernel's efficiency whatever the load.
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -45,12 +46,16 @@ final class FisherSpeedBench {
             }
             FisherEstimator.Options o = FisherEstimator.Options.defaults().withSeed(1);
             FisherEstimator.estimate(m, List.of(seqs.get(0)).iterator(), o, null); // warm-up
+            var os = (com.sun.management.OperatingSystemMXBean)
+                    java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+            long cpu0 = os.getProcessCpuTime();
             FisherEstimator.Result r = FisherEstimator.estimate(
                     m, seqs.subList(1, seqs.size()).iterator(), o.withMaxTokens(tokens), null);
+            double cpu = (os.getProcessCpuTime() - cpu0) / 1e9;
             System.out.printf(
                     Locale.ROOT,
                     "RESULT fisher %s: %d sequences, %d tokens in %.2f s: %.1f tokens/s, %.2f GFLOP/s in matrix products"
-                            + " (%.1f GFLOP), %d threads%n",
+                            + " (%.1f GFLOP), %d threads; process CPU %.1f s: %.2f GFLOP per CPU-second%n",
                     model.getFileName(),
                     r.sequences(),
                     r.tokens(),
@@ -58,7 +63,9 @@ final class FisherSpeedBench {
                     r.tokens() / r.seconds(),
                     r.flops() / r.seconds() / 1e9,
                     r.flops() / 1e9,
-                    Runtime.getRuntime().availableProcessors());
+                    Runtime.getRuntime().availableProcessors(),
+                    cpu,
+                    r.flops() / cpu / 1e9);
         }
         int t = 128;
         int k = 384;
