@@ -70,7 +70,8 @@ public final class MergeOps {
             abs[i] = Math.abs(x[i]);
         }
         // Elements of rank < lo: all below tLo, plus the first (lo - below) equal to it in index order.
-        float tLo = lo > 0 ? select(abs.clone(), lo) : Float.NEGATIVE_INFINITY;
+        // select reorders its array: copy only when both thresholds are needed (TIES needs one: no copy)
+        float tLo = lo > 0 ? select(hi < n ? abs.clone() : abs, lo) : Float.NEGATIVE_INFINITY;
         float tHi = hi < n ? select(abs, hi - 1) : Float.POSITIVE_INFINITY;
         int belowLo = 0;
         int belowHi = 0;

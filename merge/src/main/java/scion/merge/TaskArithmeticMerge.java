@@ -170,7 +170,7 @@ public final class TaskArithmeticMerge implements MergeMethod {
         }
         boolean normalize = t.params().flag("normalize");
         float lambda = (float) t.params().number("lambda");
-        float[] out = new float[n];
+        float[] out = base; // owned by this merge: the result is written over the base's copy
         float wsum = 0;
         for (float x : w) {
             wsum += x;
