@@ -62,6 +62,17 @@ public final class Fixtures {
     }
 
     /**
+     * The small causal LM trained on real text ({@code test/fixtures/train_tiny_lm.py}): llama, hidden 128, 8 layers,
+     * 4 query / 2 key-value heads, FFN 384, byte-level BPE vocabulary of 1024, bf16 safetensors, trained on the prose
+     * of "The Rust Programming Language". The folder also holds {@code tokenizer.json}, {@code heldout.txt} (held-out
+     * chapters), {@code calib.txt} (24 kB of training text) and {@code training.json} (loss log and transformers'
+     * held-out perplexity).
+     */
+    public static Path trainedLm() {
+        return resource("trained/rustbook-llama");
+    }
+
+    /**
      * Parameter counts as transformers reports them ({@code sum(p.numel() for p in model.parameters())}, tied
      * weights counted once), recorded when the fixtures were generated.
      */
