@@ -78,6 +78,9 @@ public final class LowRankFactors {
             return new View(ckpt, Map.of(), Set.of());
         }
         String where = config.source();
+        if ("dense".equals(entry.get().path("format").asText())) {
+            return new View(ckpt, Map.of(), Set.of()); // --store dense: the record of a factorisation, no factors
+        }
         JsonNode factored = entry.get().get("factored");
         if (factored == null || !factored.isObject()) {
             throw InvalidInputException.of(

@@ -26,7 +26,7 @@ import scion.io.arch.WeightGraph.Weight;
  *       σ_i²)}, the smallest error of any rank-r matrix.
  *   <li>{@link Method#RANDOMIZED}: Halko, Martinsson &amp; Tropp (2011): Gaussian sketch of {@code r + p} columns,
  *       {@code q} power iterations with re-orthonormalisation, then a small exact SVD ({@link
- *       LowRankOps#randomizedSvd}); defaults p = 10, q = 2.
+ *       LowRankOps#randomizedSvd}); defaults p = 10, q = 4 (q = 2 misses 1 % of the optimum on the flat spectra of MiniLM's attention weights: 1.1 %; q = 4: 0.3 %).
  *   <li>{@link Method#ASVD}: activation-aware SVD (Yuan et al. 2023): {@code S = diag(mean|x_j|^α)} from
  *       calibration inputs of the weight; factor {@code W·S}, then {@code Ŵ = (W·S)_r·S⁻¹} (α = 0.5 as in ASVD).
  *   <li>{@link Method#SVD_LLM}: truncation-aware whitening (Wang et al. 2024): {@code XᵀX = L·Lᵀ} (Cholesky of the
@@ -49,7 +49,7 @@ public final class SvdLowRank {
     public static final int DEFAULT_OVERSAMPLING = 10;
 
     /** Default power iterations of the randomized SVD. */
-    public static final int DEFAULT_POWER_ITERATIONS = 2;
+    public static final int DEFAULT_POWER_ITERATIONS = 4;
 
     /** ASVD's exponent of the activation scaling. */
     public static final double DEFAULT_ALPHA = 0.5;
@@ -156,7 +156,7 @@ public final class SvdLowRank {
             }
         }
 
-        /** Defaults: α = 0.5, p = 10, q = 2, seed 0. */
+        /** Defaults: α = 0.5, p = 10, q = 4, seed 0. */
         public static Params of(Method method, RankRule rule) {
             return new Params(method, rule, DEFAULT_ALPHA, DEFAULT_OVERSAMPLING, DEFAULT_POWER_ITERATIONS, 0);
         }
@@ -244,8 +244,9 @@ public final class SvdLowRank {
      * The weights {@code spec} names, in storage order: a comma-separated list of groups ({@code attention} = q, k,
      * v, fused qkv, o; {@code mlp} = gate, up, down), role ids ({@code attn_q}, {@code mlp_down}, {@code lm_head},
      * ...: {@link Role#id()}), or name patterns ({@code *} matches any run of characters; e.g. {@code
-     * *.layers.3.*}). Only linear projections are factorised: a role or pattern that names embeddings or norms is
-     * refused, since this version factors matrices that multiply activations only; biases are never touched.
+     * *.layers.3.*}). Only linear projections are factorised: a pattern selects the linear weights among the names it
+     * matches (biases, norms and embeddings are skipped); a role, or a pattern that matches only embeddings or norms,
+     * is refused, since this version factors matrices that multiply activations only.
      */
     public static List<Weight> targets(WeightGraph g, String spec) {
         Set<Role> roles = EnumSet.noneOf(Role.class);
@@ -306,7 +307,7 @@ public final class SvdLowRank {
                 chosen.add(w);
                 matched++;
             }
-            if (!refused.isEmpty()) {
+            if (!refused.isEmpty() && matched == 0) {
                 throw InvalidInputException.of(
                         "--targets",
                         "pattern '" + patternTexts.get(i) + "' names weights that are not linear projections"
@@ -315,7 +316,7 @@ public final class SvdLowRank {
                         String.join(", ", refused.subList(0, Math.min(3, refused.size())))
                                 + (refused.size() > 3 ? ", ..." : ""));
             }
-            if (matched == 0) {
+            if (matched == 0 && refused.isEmpty()) {
                 throw InvalidInputException.of(
                         "--targets",
                         "pattern '" + patternTexts.get(i) + "' matches no weight",
