@@ -2,7 +2,8 @@
 //
 //   IN.f32 N RANK   reads the raw float32 N×N matrix and IN.f32.sigma (the float64 optimum), then times
 //                   - LowRankOps.multiply (Java, float64) and OrtMatMul (ONNX Runtime, float32) for [N, N]·[N, r+10]
-//                   - randomized SVD, p = 10, q = 2, products on ONNX Runtime (what `--method randomized` runs)
+//                   - randomized SVD, p = 10, q = 2 (torch.svd_lowrank's niter) and q = 4 (`--method randomized`'s
+//                     default), products on ONNX Runtime (what `--method randomized` runs)
 //                   - randomized SVD, p = 10, q = 2, products on the Java float64 kernel
 //                   - the exact SVD (EJML, float64; what `--method svd` runs), only when EXACT=1 (minutes at 4096)
 //                 and prints one JSON line per method, as lowrank-svd.py does.
@@ -54,6 +55,8 @@ final class LowRankSvdBench {
             LowRankOps.Svd[] out = new LowRankOps.Svd[1];
             t = best(repeats, () -> out[0] = LowRankOps.randomizedSvd(w, rank, 10, 2, 7, ort));
             report("scion randomized (p=10, q=2, ORT f32 products)", t, w, out[0], norm, optimum);
+            t = best(repeats, () -> out[0] = LowRankOps.randomizedSvd(w, rank, 10, 4, 7, ort));
+            report("scion randomized (p=10, q=4 = default, ORT f32 products)", t, w, out[0], norm, optimum);
             t = best(Math.max(1, repeats - 2), () -> out[0] = LowRankOps.randomizedSvd(w, rank, 10, 2, 7));
             report("scion randomized (p=10, q=2, Java f64 products)", t, w, out[0], norm, optimum);
         }
