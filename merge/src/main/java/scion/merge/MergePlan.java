@@ -326,6 +326,17 @@ public final class MergePlan implements AutoCloseable {
         }
         MergeParams gp = resolveGlobal(s, hf, t);
         DType dt = outDtype(tt.dtype());
+        if (method.id().equals("passthrough")
+                && sources.size() == 1
+                && mp.get(0).number("scale") == 1.0
+                && sources.get(0).weight().tensor().dtype() == dt
+                && sources.get(0).weight().transposed() == tw.transposed()) {
+            // a plain copy: the stored tensor under its new name, copied by the writer without decoding (zero-copy)
+            Tensor c = LayerRemap.rename(sources.get(0).weight().tensor(), stored);
+            copies.add(c);
+            order.add(c);
+            return;
+        }
         Merger.Job job = new Merger.Job(
                 hf,
                 tw.role(),
@@ -603,7 +614,7 @@ public final class MergePlan implements AutoCloseable {
         return jobs;
     }
 
-    /** How many tensors are copied unchanged from the reference (buffers, integer tensors). */
+    /** How many tensors are copied unchanged (buffers, integer tensors, passthrough blocks without a scale). */
     public int copied() {
         return copies.size();
     }

@@ -125,6 +125,43 @@ class MergeConfigCliTest {
         }
     }
 
+    /**
+     * Passthrough frankenmerge: ft1's blocks 0-1 then ft2's block 1 (renumbered 2), bit for bit, with a scaled
+     * block: a {@code scale} on ft2's MLP multiplies exactly those tensors.
+     */
+    @Test
+    void passthroughSlicesStackBlocksBitForBit() {
+        Path cfg = write(
+                "pass.yml",
+                "merge_method: passthrough\nslices:\n"
+                        + "  - sources:\n      - model: " + ft1 + "\n        layer_range: [0, 2]\n"
+                        + "  - sources:\n      - model: " + ft2 + "\n        layer_range: [1, 2]\n"
+                        + "        parameters:\n          scale:\n            - filter: mlp\n              value: 0.5\n"
+                        + "            - value: 1.0\n");
+        Path out = tmp.resolve("pass");
+        CliRun r = CliRun.of("merge", cfg.toString(), out.toString());
+        assertEquals(0, r.code(), r.toString());
+        Map<String, float[]> a = MergeReferenceTest.read(ft1);
+        Map<String, float[]> b = MergeReferenceTest.read(ft2);
+        Map<String, float[]> o = MergeReferenceTest.read(out);
+        for (String n : a.keySet()) {
+            if (n.startsWith("model.layers.")) {
+                assertArrayEquals(a.get(n), o.get(n), n);
+            }
+            if (n.startsWith("model.layers.1.")) {
+                float[] want = b.get(n).clone();
+                if (n.contains("mlp")) {
+                    for (int i = 0; i < want.length; i++) {
+                        want[i] *= 0.5f;
+                    }
+                }
+                assertArrayEquals(want, o.get(n.replace("model.layers.1.", "model.layers.2.")), n);
+            }
+        }
+        assertArrayEquals(a.get("model.embed_tokens.weight"), o.get("model.embed_tokens.weight"));
+        assertArrayEquals(b.get("lm_head.weight"), o.get("lm_head.weight"));
+    }
+
     /** Model-level parameters win over the top level; the base listed without a weight is fine for ties. */
     @Test
     void precedenceModelOverTopLevel() {
