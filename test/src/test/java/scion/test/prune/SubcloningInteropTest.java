@@ -21,8 +21,9 @@ import scion.test.cli.CliRun;
 
 /**
  * Subcloned checkpoints load in Hugging Face transformers (no missing, unexpected or shape-mismatched weights) and
- * transformers' logits equal ONNX Runtime's on our export of the same folder. Skipped without /work/venv (CI has no
- * Python).
+ * transformers' logits equal ONNX Runtime's on our export of the same folder: the tiny llama at two shapes, qwen2 and
+ * gemma with a block removed, and the trained Rust-book llama at half width (bf16). Skipped without /work/venv (CI
+ * has no Python).
  */
 class SubcloningInteropTest {
     @TempDir
@@ -50,6 +51,19 @@ class SubcloningInteropTest {
             assertEquals(0, c.code(), c.toString());
             outs.add(o);
         }
+        Path trained = tmp.resolve("rustbook-64");
+        CliRun t = CliRun.of(
+                "subclone",
+                Fixtures.trainedLm().toString(),
+                trained.toString(),
+                "--hidden",
+                "64",
+                "--calib",
+                Fixtures.trainedLm().resolve("calib.txt").toString(),
+                "--tokens",
+                "2048");
+        assertEquals(0, t.code(), t.toString());
+        outs.add(trained);
         long[][] ids = {{1, 17, 42, 99, 3, 64, 120, 7}};
         StringBuilder dirs = new StringBuilder();
         for (Path p : outs) {
