@@ -14,7 +14,8 @@ import picocli.CommandLine.Spec;
  * ×2 wide (HyperCloning, ONNX in and out) and let ONNX Runtime show that the grown model's hidden states are two
  * copies of the original's; then merge two real related checkpoints, bge-small-en v1 and v1.5, by SLERP and show
  * the merge's similarity to each parent; then remove 2 of MiniLM's 6 blocks by the angular distance of its residual
- * stream on the demo text and show the embedding cosine to the original. Each operator adds its step here.
+ * stream on the demo text and show the embedding cosine to the original; then factorise its linear weights by SVD-LLM
+ * (75 % of their parameters) and show the same. Each operator adds its step here.
  */
 @Command(
         name = "demo",
@@ -91,7 +92,42 @@ final class DemoCommand implements Callable<Integer> {
         if (rc == ExitCodes.OK) {
             rc = pruneSteps(out, model, text, work);
         }
+        if (rc == ExitCodes.OK) {
+            rc = lowRankSteps(out, model, text, work);
+        }
         out.flush();
+        return rc;
+    }
+
+    /** Factorise MiniLM's 36 linear weights by SVD-LLM (whitened, calibrated on the demo text) and show the cost. */
+    private int lowRankSteps(PrintWriter out, Path model, Path text, Path work) {
+        Path factored = work.resolve("all-minilm-l6-v2-svdllm75.onnx");
+        int rc = step(
+                out,
+                "lowrank 1. lowrank: every attention and MLP weight W ≈ B·A by SVD-LLM (whitened by the Cholesky"
+                        + " factor of XᵀX from the demo text), factors holding 75 % of each matrix's parameters;"
+                        + " ONNX in and out, each MatMul split in two",
+                "lowrank",
+                model.toString(),
+                factored.toString(),
+                "--method",
+                "svd-llm",
+                "--ratio",
+                "0.75",
+                "--calib",
+                text.toString(),
+                "--force");
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "lowrank 2. validate: the factorised model against the original (mean-pooled embedding cosine on"
+                            + " the calibration text itself, latency)",
+                    "validate",
+                    model.toString(),
+                    factored.toString(),
+                    "--text",
+                    text.toString());
+        }
         return rc;
     }
 
