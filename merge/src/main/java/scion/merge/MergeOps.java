@@ -65,14 +65,9 @@ public final class MergeOps {
             Arrays.fill(x, 0f);
             return;
         }
-        float[] abs = new float[n];
-        for (int i = 0; i < n; i++) {
-            abs[i] = Math.abs(x[i]);
-        }
         // Elements of rank < lo: all below tLo, plus the first (lo - below) equal to it in index order.
-        // select reorders its array: copy only when both thresholds are needed (TIES needs one: no copy)
-        float tLo = lo > 0 ? select(hi < n ? abs.clone() : abs, lo) : Float.NEGATIVE_INFINITY;
-        float tHi = hi < n ? select(abs, hi - 1) : Float.POSITIVE_INFINITY;
+        float tLo = lo > 0 ? magnitudeAtRank(x, lo) : Float.NEGATIVE_INFINITY;
+        float tHi = hi < n ? magnitudeAtRank(x, hi - 1) : Float.POSITIVE_INFINITY;
         int belowLo = 0;
         int belowHi = 0;
         for (int i = 0; i < n; i++) {
@@ -108,39 +103,32 @@ public final class MergeOps {
         }
     }
 
-    /** The value of ascending rank {@code k} (0-based) of {@code a}; reorders {@code a}. Quickselect. */
-    static float select(float[] a, int k) {
-        int lo = 0;
-        int hi = a.length - 1;
-        SplittableRandom r = new SplittableRandom(a.length);
-        while (lo < hi) {
-            float pivot = a[lo + r.nextInt(hi - lo + 1)];
-            int i = lo;
-            int j = hi;
-            while (i <= j) {
-                while (a[i] < pivot) {
-                    i++;
-                }
-                while (a[j] > pivot) {
-                    j--;
-                }
-                if (i <= j) {
-                    float t = a[i];
-                    a[i] = a[j];
-                    a[j] = t;
-                    i++;
-                    j--;
-                }
-            }
-            if (k <= j) {
-                hi = j;
-            } else if (k >= i) {
-                lo = i;
-            } else {
-                return a[k];
+    /**
+     * The {@code |x|} of ascending rank {@code k} (0-based) among {@code |x[i]|}: a two-pass radix select on the bits
+     * of the magnitudes (non-negative floats order as their bit patterns), 16 bits per pass, no copy of {@code x}.
+     */
+    static float magnitudeAtRank(float[] x, int k) {
+        int[] hist = new int[1 << 16];
+        for (float v : x) {
+            hist[(Float.floatToRawIntBits(v) & 0x7fffffff) >>> 16]++;
+        }
+        int hiBucket = 0;
+        int before = 0;
+        while (before + hist[hiBucket] <= k) {
+            before += hist[hiBucket++];
+        }
+        java.util.Arrays.fill(hist, 0);
+        for (float v : x) {
+            int b = Float.floatToRawIntBits(v) & 0x7fffffff;
+            if (b >>> 16 == hiBucket) {
+                hist[b & 0xffff]++;
             }
         }
-        return a[k];
+        int lo = 0;
+        while (before + hist[lo] <= k) {
+            before += hist[lo++];
+        }
+        return Float.intBitsToFloat((hiBucket << 16) | lo);
     }
 
     /** Ascending ranks (0-based, ties by index) of {@code |x[off..off+n)|}. */

@@ -176,19 +176,21 @@ public final class TaskArithmeticMerge implements MergeMethod {
             wsum += x;
         }
         float plainDivisor = Math.abs(wsum) < 1e-8f ? 1f : wsum;
+        float[][] dd = deltas.toArray(new float[0][]);
+        int m = dd.length;
         for (int i = 0; i < n; i++) {
             float mixed = 0;
             float divisor;
             if (consensus) {
                 float s = 0;
-                for (float[] d : deltas) {
-                    s += d[i];
+                for (int k = 0; k < m; k++) {
+                    s += dd[k][i];
                 }
-                float majority = s >= 0 ? 1f : -1f;
+                boolean positive = s >= 0; // majority sign; zero deltas never vote with it
                 divisor = 0;
-                for (int k = 0; k < deltas.size(); k++) {
-                    float v = deltas.get(k)[i];
-                    if (Math.signum(v) == majority) {
+                for (int k = 0; k < m; k++) {
+                    float v = dd[k][i];
+                    if (positive ? v > 0 : v < 0) {
                         mixed += v;
                         divisor += w[k];
                     }
@@ -197,8 +199,8 @@ public final class TaskArithmeticMerge implements MergeMethod {
                     divisor = 1;
                 }
             } else {
-                for (float[] d : deltas) {
-                    mixed += d[i];
+                for (int k = 0; k < m; k++) {
+                    mixed += dd[k][i];
                 }
                 divisor = plainDivisor;
             }

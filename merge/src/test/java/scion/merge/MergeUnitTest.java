@@ -62,7 +62,18 @@ class MergeUnitTest {
         List<MergeParams> mp = new ArrayList<>();
         per.forEach(p -> mp.add(new MergeParams(p)));
         return new TensorMerge(
-                "t", null, 0, 1, new long[] {values.get(0).length}, v, -1, base, mp, new MergeParams(g), 42, null);
+                "t",
+                null,
+                0,
+                1,
+                new long[] {values.get(0).length},
+                v,
+                -1,
+                base.clone(),
+                mp,
+                new MergeParams(g),
+                42,
+                null);
     }
 
     static Map<String, Object> taDefaults(MergeMethod m) {
