@@ -127,7 +127,8 @@ final class CalibrationOptions {
         if (!Files.isRegularFile(text)) {
             throw InvalidInputException.of(text.toString(), "calibration text not found", "a UTF-8 text file", "none");
         }
-        TextTokenizer tok = TextTokenizer.forModel(model.location(), tokenizer, model.graph().dims().vocab());
+        TextTokenizer tok = TextTokenizer.forModel(
+                model.location(), tokenizer, model.graph().dims().vocab());
         try {
             BufferedReader reader = Files.newBufferedReader(text, StandardCharsets.UTF_8);
             int content = Math.max(1, maxLength - tok.specialCount());
