@@ -97,6 +97,34 @@ class FisherGradientTest {
         }
     }
 
+    /** Mistral with a sliding window shorter than the sequence (the fixture's 4096 never binds): still ORT's output. */
+    @Test
+    void slidingWindowMatchesExportedOnnx(@TempDir Path dir) throws Exception {
+        Path src = Fixtures.hf("mistral");
+        Path m = dir.resolve("mistral-window8");
+        Files.createDirectories(m);
+        Files.copy(src.resolve("model.safetensors"), m.resolve("model.safetensors"));
+        String cfg = Files.readString(src.resolve("config.json"));
+        Files.writeString(m.resolve("config.json"), cfg.replace("\"sliding_window\": 4096", "\"sliding_window\": 8"));
+        long[] ids = new long[30];
+        for (int i = 0; i < ids.length; i++) {
+            ids[i] = (i * 37 + 5) % 128;
+        }
+        float[] ref;
+        try (RuntimeModel rt = RuntimeModel.open(m, Device.CPU)) {
+            ref = rt.run(new long[][] {ids}).get("logits").data();
+        }
+        float[] full;
+        try (RuntimeModel rt = RuntimeModel.open(src, Device.CPU)) {
+            full = rt.run(new long[][] {ids}).get("logits").data();
+        }
+        assertTrue(relErr(full, ref) > 1e-3, "the window changes the logits");
+        try (Model model = Model.open(m)) {
+            double e = relErr(ref, GradientNet.load(model).forward(ids).output());
+            assertTrue(e < 1e-5, "windowed mistral relative error " + e);
+        }
+    }
+
     /**
      * For every weight tensor, the directional derivative along a random direction {@code u} (the tensor only):
      * {@code ∇L·u} from the backward pass against {@code (L(θ + εu) − L(θ − εu)) / 2ε} in float32, where {@code L =
