@@ -108,6 +108,9 @@ public final class MergePlan implements AutoCloseable {
                         "safetensors models for slices (or 'models' for ONNX)",
                         ref.location());
             }
+            if (ref.format() == Model.Format.ONNX && (config.dtype() != null || config.outDtype() != null)) {
+                notes.add("dtype/out_dtype ignored: ONNX output keeps each initializer's stored dtype");
+            }
             checkModelCount(slices);
             checkParamNames(slices);
             int total = 0;

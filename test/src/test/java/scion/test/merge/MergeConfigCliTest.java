@@ -162,6 +162,22 @@ class MergeConfigCliTest {
         assertArrayEquals(b.get("lm_head.weight"), o.get("lm_head.weight"));
     }
 
+    /** A tied model (gemma) stays tied: no lm_head is written, the embedding is merged once, config unchanged. */
+    @Test
+    void tiedEmbeddingsStayTied() {
+        Path out = tmp.resolve("tied");
+        Path g = Fixtures.hf("gemma");
+        CliRun r = CliRun.of("merge", "--method", "linear", g.toString(), g.toString(), out.toString());
+        assertEquals(0, r.code(), r.toString());
+        try (Model m = Model.open(out)) {
+            assertTrue(m.graph().dims().tied());
+            assertFalse(m.checkpoint().find("lm_head.weight").isPresent());
+        }
+        assertArrayEquals(
+                MergeReferenceTest.read(g).get("model.embed_tokens.weight"),
+                MergeReferenceTest.read(out).get("model.embed_tokens.weight"));
+    }
+
     /** Model-level parameters win over the top level; the base listed without a weight is fine for ties. */
     @Test
     void precedenceModelOverTopLevel() {
