@@ -51,14 +51,16 @@ import scion.io.tensor.Tensor;
  *
  * <p><b>Rescaling</b> (the paper's weight scaling when the embedding dimension shrinks): every normalisation's scale
  * over the residual axis is multiplied by {@code s = √(D/D')} — {@code γ' = s·γ} (Gemma's {@code (1+γ)}: {@code γ' =
- * s·(1+γ) − 1}), LayerNorm shifts unchanged. Why: a norm divides by a statistic of its own input, RMS (or standard
- * deviation) over D components; the child's norm computes it over the D' kept ones. Since the kept dimensions are the
- * high-magnitude ones, they carry nearly all the energy: {@code Σ_{kept} x² ≈ Σ_all x²}, so the child's RMS over D'
- * is {@code √(D/D')} times the parent's over D, and every normalised output comes out {@code √(D'/D)} too small.
- * Multiplying γ by {@code √(D/D')} restores the parent's normalised values on the kept dimensions (exactly when the
- * dropped dimensions hold no energy); it is applied at every norm (pre-LN inputs of attention/MLP, the final norm,
- * BERT's post-LN norms that produce the stream itself). The effect is measured in the README (held-out perplexity
- * with and without, before any training).
+ * s·(1+γ) − 1}), LayerNorm shifts unchanged. Why: a norm divides by the RMS (or standard deviation) of its input
+ * over its own width; the child's norm computes it over the D' kept dimensions S, {@code RMS_S(x) = r·RMS_D(x)}, so its
+ * normalised outputs are 1/r of the parent's on S. The linear layer that reads them (q, k, v, gate, up, lm_head) then
+ * sums D' terms instead of D; treating the terms as independent, its output variance keeps the energy share of S,
+ * {@code Σ_S x² / Σ x² = r²·D'/D}. Together the output's standard deviation changes by {@code (1/r)·r·√(D'/D) =
+ * √(D'/D)}, whatever r is: multiplying γ by {@code √(D/D')} restores the scale of every projection that reads a norm.
+ * On the trained Rust-book llama (128 → 64) r is 1.06 on average (S holds 56 % of the energy, not nearly all), and the
+ * rule still lowers held-out perplexity from 210 to 192; a sweep of the factor puts the optimum near 1.3 (189), with
+ * 2.0 much worse (352): {@code test/bench/subclone_rescale_sweep.py}. It is applied at every norm (pre-LN inputs of
+ * attention and MLP, the final norm, BERT's post-LN norms that produce the stream itself).
  *
  * <p>Shapes follow each weight's stored layout ({@code [out, in]} as PyTorch {@code Linear.weight}; {@code [in, out]}
  * for gpt2 Conv1D and ONNX MatMul initializers traced as transposed). Fused QKV projections are sliced per block
