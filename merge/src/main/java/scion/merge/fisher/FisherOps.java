@@ -69,22 +69,38 @@ public final class FisherOps {
         }
     }
 
+    private static int split(int m, int p, int parts) {
+        return p == parts ? m : (int) ((long) (m / 4) * p / parts) * 4;
+    }
+
+    /** Per thread: the packed panel of B (rows of {@link #NB} floats, each its own array) and four row buffers. */
+    private static final ThreadLocal<float[][]> PANEL = ThreadLocal.withInitial(() -> new float[0][]);
+
+    private static final ThreadLocal<float[][]> ROWS = ThreadLocal.withInitial(() -> new float[4][NB]);
+
     /**
      * Rows {@code [lo, hi)} of C, four at a time: for each column block, {@code t_r = Σ_p A[r,p]·B[p, block]} is
      * summed over {@code p} in order into a zeroed row buffer (four rows share each load of B), then added to C. A
      * leftover row is summed the same way, so the result does not depend on how rows are split between threads.
      */
-    private static int split(int m, int p, int parts) {
-        return p == parts ? m : (int) ((long) (m / 4) * p / parts) * 4;
-    }
-
     private static void gemmRows(float[] a, float[] b, float[] c, int lo, int hi, int k, int n) {
-        float[] t0 = new float[NB];
-        float[] t1 = new float[NB];
-        float[] t2 = new float[NB];
-        float[] t3 = new float[NB];
+        // HotSpot (17) vectorises `t[j] += v * row[j]` only when both arrays are indexed from 0, so each row of the
+        // B panel is copied into its own array first (cost: one copy per element of B per column block).
+        float[][] panel = PANEL.get();
+        if (panel.length < k) {
+            panel = new float[k][NB];
+            PANEL.set(panel);
+        }
+        float[][] rows = ROWS.get();
+        float[] t0 = rows[0];
+        float[] t1 = rows[1];
+        float[] t2 = rows[2];
+        float[] t3 = rows[3];
         for (int jb = 0; jb < n; jb += NB) {
             int w = Math.min(n, jb + NB) - jb;
+            for (int p = 0; p < k; p++) {
+                System.arraycopy(b, p * n + jb, panel[p], 0, w);
+            }
             int i = lo;
             for (; i + 4 <= hi; i += 4) {
                 Arrays.fill(t0, 0f);
@@ -96,42 +112,45 @@ public final class FisherOps {
                 int a2 = a1 + k;
                 int a3 = a2 + k;
                 for (int p = 0; p < k; p++) {
-                    float v0 = a[a0 + p];
-                    float v1 = a[a1 + p];
-                    float v2 = a[a2 + p];
-                    float v3 = a[a3 + p];
-                    int bp = p * n + jb;
-                    for (int j = 0; j < w; j++) {
-                        float bv = b[bp + j];
-                        t0[j] += v0 * bv;
-                        t1[j] += v1 * bv;
-                        t2[j] += v2 * bv;
-                        t3[j] += v3 * bv;
-                    }
+                    fourRows(a[a0 + p], a[a1 + p], a[a2 + p], a[a3 + p], panel[p], t0, t1, t2, t3, w);
                 }
                 int c0 = i * n + jb;
-                for (int j = 0; j < w; j++) {
-                    c[c0 + j] += t0[j];
-                    c[c0 + n + j] += t1[j];
-                    c[c0 + 2 * n + j] += t2[j];
-                    c[c0 + 3 * n + j] += t3[j];
-                }
+                addRow(t0, c, c0, w);
+                addRow(t1, c, c0 + n, w);
+                addRow(t2, c, c0 + 2 * n, w);
+                addRow(t3, c, c0 + 3 * n, w);
             }
             for (; i < hi; i++) {
                 Arrays.fill(t0, 0f);
                 int ai = i * k;
                 for (int p = 0; p < k; p++) {
-                    float v0 = a[ai + p];
-                    int bp = p * n + jb;
-                    for (int j = 0; j < w; j++) {
-                        t0[j] += v0 * b[bp + j];
-                    }
+                    oneRow(a[ai + p], panel[p], t0, w);
                 }
-                int c0 = i * n + jb;
-                for (int j = 0; j < w; j++) {
-                    c[c0 + j] += t0[j];
-                }
+                addRow(t0, c, i * n + jb, w);
             }
+        }
+    }
+
+    private static void fourRows(
+            float v0, float v1, float v2, float v3, float[] b, float[] t0, float[] t1, float[] t2, float[] t3, int w) {
+        for (int j = 0; j < w; j++) {
+            float bv = b[j];
+            t0[j] += v0 * bv;
+            t1[j] += v1 * bv;
+            t2[j] += v2 * bv;
+            t3[j] += v3 * bv;
+        }
+    }
+
+    private static void oneRow(float v, float[] b, float[] t, int w) {
+        for (int j = 0; j < w; j++) {
+            t[j] += v * b[j];
+        }
+    }
+
+    private static void addRow(float[] t, float[] c, int off, int w) {
+        for (int j = 0; j < w; j++) {
+            c[off + j] += t[j];
         }
     }
 
