@@ -161,6 +161,45 @@ class LayerDropCliTest {
     }
 
     /**
+     * A causal LM (the trained Rust-book llama, 8 blocks): angular distances at the last token of each calibration
+     * sequence by default, over every token with --all-tokens; either way the removed pair is the argmin of the
+     * reported row n = 2.
+     */
+    @Test
+    void causalLmAngularUsesTheLastTokenUnlessAsked() throws IOException {
+        Path model = Fixtures.trainedLm();
+        for (boolean all : new boolean[] {false, true}) {
+            List<String> args = new ArrayList<>(List.of(
+                    "prune",
+                    model.toString(),
+                    tmp.resolve("t" + all).toString(),
+                    "--remove",
+                    "2",
+                    "--calib",
+                    model.resolve("calib.txt").toString(),
+                    "--tokens",
+                    "2048",
+                    "--json"));
+            if (all) {
+                args.add("--all-tokens");
+            }
+            JsonNode j = json(CliRun.of(args.toArray(new String[0])));
+            assertTrue(
+                    j.get("calibration").asText().contains(all ? "over every token" : "at the last token of each"),
+                    j.toString());
+            JsonNode row = j.get("angular_distance").get(1);
+            int best = 0;
+            for (int l = 1; l + 2 <= 8; l++) {
+                if (row.get(l).asDouble() < row.get(best).asDouble()) {
+                    best = l;
+                }
+            }
+            assertArrayEquals(new int[] {best, best + 1}, ints(j.get("dropped").asText()), j.toString());
+            assertEquals("8 → 6", j.get("layers").asText());
+        }
+    }
+
+    /**
      * Safetensors out: block 1 of the qwen2 fixture becomes block 0 byte for byte (stored tensors are renamed, not
      * recomputed), block 0 is gone, config.json says one layer (and its per-layer list has one entry), the companion
      * files come along, provenance names the operator.
