@@ -274,7 +274,11 @@ class LowRankCliTest {
                 "--store",
                 "dense");
         assertEquals(0, d.code(), d.toString());
-        String text = lm.resolve("heldout.txt").toString();
+        // The first 6 kB of the held-out text: enough windows to judge, few enough to keep the test short.
+        Path text6k = dir.resolve("heldout-6k.txt");
+        String held = Files.readString(lm.resolve("heldout.txt"));
+        Files.writeString(text6k, held.substring(0, held.indexOf('\n', 6000) + 1));
+        String text = text6k.toString();
         CliRun v = CliRun.of("validate", dense.toString(), out.toString(), "--text", text, "--expect", "close:1e-2");
         assertEquals(0, v.code(), v.toString());
         JsonNode ev = json(
@@ -285,18 +289,18 @@ class LowRankCliTest {
 
     @Test
     void refusalsNameTheProblemAndWriteNothing(@TempDir Path dir) throws IOException {
-        Path src = Fixtures.miniLmOnnx();
-        Path out = dir.resolve("x.onnx");
+        Path src = Fixtures.hf("llama");
+        Path out = dir.resolve("x");
         String[][] cases = {
             {"--method", "asvd", "--rank", "8"},
             {"--rank", "8", "--ratio", "0.5"},
             {"--method", "svd"},
             {"--ratio", "1.5"},
             {"--rank", "8", "--targets", "embedding"},
-            {"--rank", "8", "--targets", "*.LayerNorm.*"},
+            {"--rank", "8", "--targets", "*norm*"},
             {"--rank", "8", "--targets", "nothing.matches.*"},
             {"--rank", "8", "--method", "qr"},
-            {"--rank", "8", "--calib", src.toString()},
+            {"--rank", "8", "--calib", src.resolve("config.json").toString()},
         };
         String[] expected = {
             "--calib TEXT is required by --method asvd",
@@ -317,11 +321,27 @@ class LowRankCliTest {
             assertTrue(r.err().contains(expected[i]), expected[i] + " in " + r.err());
             assertFalse(Files.exists(out), "nothing written");
         }
-        // An existing output without --force is kept.
-        Files.writeString(out, "keep");
-        CliRun r = CliRun.of("lowrank", src.toString(), out.toString(), "--rank", "8", "--targets", LAYER0);
-        assertTrue(r.code() != 0, r.toString());
-        assertEquals("keep", Files.readString(out));
+        // An existing output without --force is kept as it was.
+        Files.createDirectories(out);
+        Files.writeString(out.resolve("keep.txt"), "keep");
+        CliRun r = CliRun.of("lowrank", src.toString(), out.toString(), "--rank", "8");
+        assertEquals(3, r.code(), r.toString());
+        assertEquals("keep", Files.readString(out.resolve("keep.txt")));
+        assertEquals(1, Files.list(out).count());
+        // ONNX input needs an .onnx output; a factored model is not factored again.
+        CliRun onnx = CliRun.of(
+                "lowrank", Fixtures.miniLmOnnx().toString(), dir.resolve("y").toString(), "--rank", "8");
+        assertEquals(3, onnx.code(), onnx.toString());
+        assertTrue(onnx.err().contains("ONNX input factorises to ONNX"), onnx.err());
+        Path f = dir.resolve("f");
+        assertEquals(
+                0,
+                CliRun.of("lowrank", src.toString(), f.toString(), "--rank", "4")
+                        .code());
+        CliRun again = CliRun.of("lowrank", f.toString(), dir.resolve("g").toString(), "--rank", "2");
+        assertEquals(3, again.code(), again.toString());
+        assertTrue(again.err().contains("already factorised"), again.err());
+        assertFalse(Files.exists(dir.resolve("g")));
     }
 
     private static long sizeOf(Path p) {
