@@ -1,5 +1,7 @@
 package scion.prune;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
@@ -8,6 +10,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.function.Consumer;
 import scion.io.InvalidInputException;
+import scion.io.Json;
 import scion.io.arch.Architecture;
 import scion.io.arch.Axis;
 import scion.io.arch.Dims;
@@ -143,6 +146,12 @@ public final class Subcloning {
                 problems.add("tensor '" + w.name() + "' has " + w.tensor().shape().length + " axes; expected ≤ 2");
             }
         }
+        graph.config().get("word_embed_proj_dim").ifPresent(v -> {
+            if (v.asInt() != d.hidden()) {
+                problems.add("config word_embed_proj_dim " + v.asInt() + " differs from the hidden size " + d.hidden()
+                        + " (a projected embedding, which subcloning does not handle)");
+            }
+        });
         int hidden = p.hidden();
         if (hidden < 1 || hidden > d.hidden()) {
             problems.add("--hidden " + hidden + ": expected 1 ≤ D' ≤ " + d.hidden() + " (the source's hidden size;"
@@ -541,9 +550,18 @@ public final class Subcloning {
         if (plan.shape().explicitHeadDim()) {
             cfg = cfg.with(Field.HEAD_DIM, s.headDim());
         }
-        if (cfg.get("word_embed_proj_dim").isPresent()) {
-            throw InvalidInputException.of(
-                    cfg.source(), "word_embed_proj_dim is set", "no embedding projection", "word_embed_proj_dim");
+        if (cfg.get("word_embed_proj_dim").isPresent()) { // OPT: equal to the hidden size (checked in check())
+            try {
+                ObjectNode json = (ObjectNode) Json.mapper().readTree(cfg.toJson());
+                json.put("word_embed_proj_dim", t.hidden());
+                ModelConfig re = ModelConfig.parse(Json.mapper().writeValueAsString(json), cfg.source());
+                for (Map.Entry<Field, Object> e : cfg.changes().entrySet()) {
+                    re = re.with(e.getKey(), e.getValue()); // keep the record of changed fields
+                }
+                cfg = re;
+            } catch (JsonProcessingException e) {
+                throw new IllegalStateException("config.json written by ModelConfig cannot be read back", e);
+            }
         }
         return LayerRemap.config(cfg, graph.architecture().family(), plan.blocks());
     }

@@ -21,8 +21,8 @@ import scion.test.cli.CliRun;
 
 /**
  * Subcloned checkpoints load in Hugging Face transformers (no missing, unexpected or shape-mismatched weights) and
- * transformers' logits equal ONNX Runtime's on our export of the same folder: the tiny llama at two shapes, qwen2 and
- * gemma with a block removed, and the trained Rust-book llama at half width (bf16). Skipped without /work/venv (CI
+ * transformers' logits equal ONNX Runtime's on our export of the same folder: the tiny llama at two shapes, mistral,
+ * qwen2, gemma, gpt2, gpt_neox and opt with a block removed, and the trained Rust-book llama at half width (bf16). Skipped without /work/venv (CI
  * has no Python).
  */
 class SubcloningInteropTest {
@@ -45,9 +45,12 @@ class SubcloningInteropTest {
                 Fixtures.hf("llama"), thin, "--hidden", "48", "--heads", "4", "--ffn", "100", "--layers", "1");
         assertEquals(0, r.code(), r.toString());
         outs.add(thin);
-        for (String family : List.of("qwen2", "gemma")) {
+        // gpt2 (fused [in, out] c_attn), gpt_neox (per-head fused QKV), opt (word_embed_proj_dim): 64 positions, so
+        // calibration sequences of 32 tokens.
+        for (String family : List.of("mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt")) {
             Path o = tmp.resolve(family);
-            CliRun c = SubcloningCliTest.subclone(Fixtures.hf(family), o, "--hidden", "32", "--layers", "1");
+            CliRun c = SubcloningCliTest.subclone(
+                    Fixtures.hf(family), o, "--hidden", "32", "--layers", "1", "--calib-length", "32");
             assertEquals(0, c.code(), c.toString());
             outs.add(o);
         }
