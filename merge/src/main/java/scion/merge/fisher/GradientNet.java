@@ -220,6 +220,7 @@ public final class GradientNet {
         float[] gate; // [T, F] llama gate pre-activation
         float[] up; // [T, F] up pre-activation (bert: pre-GELU)
         float[] act; // [T, F] input to down
+        float[] actGrad; // [T, F] bert: gelu'(up)
         float[] xhat2; // [T, H]
         float[] rstd2; // [T]
     }
@@ -356,8 +357,12 @@ public final class GradientNet {
         c.h2 = c.mid;
         c.up = FisherOps.linear(c.mid, val(l, Role.MLP_UP, false), val(l, Role.MLP_UP, true), t, h, f);
         c.act = new float[t * f];
+        c.actGrad = new float[t * f];
         for (int i = 0; i < c.act.length; i++) {
-            c.act[i] = FisherOps.gelu(c.up[i]);
+            float u = c.up[i];
+            double e = FisherOps.erf(u / Math.sqrt(2.0));
+            c.act[i] = (float) (0.5 * u * (1.0 + e));
+            c.actGrad[i] = (float) (0.5 * (1.0 + e) + u * Math.exp(-0.5 * u * u) / Math.sqrt(2 * Math.PI));
         }
         float[] m = FisherOps.linear(c.act, val(l, Role.MLP_DOWN, false), val(l, Role.MLP_DOWN, true), t, f, h);
         for (int i = 0; i < m.length; i++) {
@@ -574,7 +579,7 @@ public final class GradientNet {
                 h,
                 true);
         for (int i = 0; i < dact.length; i++) {
-            dact[i] *= FisherOps.geluGrad(c.up[i]);
+            dact[i] *= c.actGrad[i];
         }
         float[] dmid = FisherOps.linearBackward(
                 dact,
