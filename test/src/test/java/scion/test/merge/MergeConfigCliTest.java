@@ -82,6 +82,7 @@ class MergeConfigCliTest {
                 }
             }
         }
+        System.out.println("slices + gradient + filter: blocks 0-1 vs the expected per-layer mix, max |diff| " + max);
         assertTrue(max < 1e-6, "blocks 0-1 vs the expected mix: max |diff| " + max);
         for (String n : c.keySet()) {
             if (n.startsWith("model.layers.1.")) {
