@@ -241,6 +241,46 @@ class MergeConfigCliTest {
         assertFalse(Files.exists(tmp.resolve("v")));
     }
 
+    /** A model with a smaller vocabulary (same family) is refused with mergekit's alternative in the hint. */
+    @Test
+    void smallerVocabularyIsRefusedWithTheHint() throws Exception {
+        Path small = tmp.resolve("small-vocab");
+        java.util.List<scion.io.tensor.Tensor> cropped = new java.util.ArrayList<>();
+        for (Map.Entry<String, float[]> e : MergeReferenceTest.read(ft1).entrySet()) {
+            float[] v = e.getValue();
+            long[] shape;
+            if (e.getKey().equals("model.embed_tokens.weight") || e.getKey().equals("lm_head.weight")) {
+                v = java.util.Arrays.copyOf(v, 100 * 64);
+                shape = new long[] {100, 64};
+            } else {
+                try (Model m = Model.open(ft1)) {
+                    shape = m.checkpoint()
+                            .find(e.getKey())
+                            .orElseThrow()
+                            .shape()
+                            .clone();
+                }
+            }
+            cropped.add(scion.io.tensor.BufferTensor.ofFloats(e.getKey(), shape, v));
+        }
+        try (scion.io.safetensors.SafetensorsWriter.Output o =
+                scion.io.safetensors.SafetensorsWriter.create().open(small)) {
+            o.writeTensors(cropped);
+            o.addFile(
+                    "config.json",
+                    Files.readString(ft1.resolve("config.json"))
+                            .replace("\"vocab_size\": 128", "\"vocab_size\": 100")
+                            .getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            o.commit();
+        }
+        Path out = tmp.resolve("vocab-out");
+        CliRun r = CliRun.of("merge", "--method", "linear", ft1.toString(), small.toString(), out.toString());
+        assertEquals(3, r.code(), r.toString());
+        assertTrue(r.err().contains("' has shape [100, 64]; expected [128, 64]"), r.err());
+        assertTrue(r.err().contains("tokenizer_source"), r.err());
+        assertFalse(Files.exists(out));
+    }
+
     private void refused(String yaml, String expected) {
         Path cfg = write("bad.yml", yaml);
         Path out = tmp.resolve("bad-out");
