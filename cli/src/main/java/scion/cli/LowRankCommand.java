@@ -386,9 +386,9 @@ final class LowRankCommand implements Callable<Integer> {
             row.put("shape", List.of(r.out(), r.in()));
             row.put("rank", r.rank());
             row.put("dense", r.dense());
-            row.put("kept_energy", round(r.keptEnergy()));
-            row.put("relative_error", round(r.relativeError()));
-            row.put(params.method() == SvdLowRank.Method.SVD_LLM ? "output_error" : "tail", round(r.tail()));
+            row.put("kept_energy", r.keptEnergy());
+            row.put("relative_error", r.relativeError());
+            row.put(params.method() == SvdLowRank.Method.SVD_LLM ? "output_error" : "tail", r.tail());
             row.put("parameters", r.parametersBefore());
             row.put("parameters_after", r.parametersAfter());
             row.put("bytes_saved", saved);
@@ -441,9 +441,6 @@ final class LowRankCommand implements Callable<Integer> {
                 r.note().isEmpty() ? "" : "  (" + r.note() + ")");
     }
 
-    private static double round(double v) {
-        return Math.round(v * 1e6) / 1e6;
-    }
 
     /** σ_i/σ_1 per role, averaged over layers, on a log scale. */
     private void plot(Map<String, SvdLowRank.Result> results, Map<String, Weight> byName, SvdLowRank.Params params) {

@@ -91,8 +91,8 @@ class LowRankCliTest {
                 }
                 double rel = Math.sqrt(err / norm);
                 double tail = m.get("tail").asDouble();
-                assertEquals(tail, rel, 1e-6 * tail + 1e-6, name); // the report rounds to 1e-6
-                assertEquals(m.get("relative_error").asDouble(), rel, 2e-6, name);
+                assertEquals(tail, rel, 1e-6 * tail, name);
+                assertEquals(m.get("relative_error").asDouble(), rel, 1e-6 * rel, name);
                 long rows = m.get("shape").get(0).asLong();
                 long cols = m.get("shape").get(1).asLong();
                 assertEquals(48L * (rows + cols), m.get("parameters_after").asLong());
