@@ -15,7 +15,8 @@ import picocli.CommandLine.Spec;
  * copies of the original's; then merge two real related checkpoints, bge-small-en v1 and v1.5, by SLERP and show
  * the merge's similarity to each parent; then remove 2 of MiniLM's 6 blocks by the angular distance of its residual
  * stream on the demo text and show the embedding cosine to the original; then factorise its linear weights by SVD-LLM
- * (75 % of their parameters) and show the same. Each operator adds its step here.
+ * (75 % of their parameters) and show the same; then subclone it to a smaller model (hidden 384 → 256, 8 heads, FFN
+ * 1024) from the demo text's neuron importance and let ONNX Runtime run it. Each operator adds its step here.
  */
 @Command(
         name = "demo",
@@ -95,7 +96,45 @@ final class DemoCommand implements Callable<Integer> {
         if (rc == ExitCodes.OK) {
             rc = lowRankSteps(out, model, text, work);
         }
+        if (rc == ExitCodes.OK) {
+            rc = subcloneSteps(out, model, text, work);
+        }
         out.flush();
+        return rc;
+    }
+
+    /** Subclone MiniLM to hidden 256 (weight subcloning, ONNX in and out) and let ONNX Runtime run the result. */
+    private int subcloneSteps(PrintWriter out, Path model, Path text, Path work) {
+        Path small = work.resolve("all-minilm-l6-v2-subclone256.onnx");
+        int rc = step(
+                out,
+                "subclone 1. subclone: a smaller initialisation (hidden 384 → 256, 12 → 8 heads, FFN 1536 → 1024):"
+                        + " the most important residual dimensions, heads and neurons on the demo text, norm scales"
+                        + " × √(384/256); ONNX in and out, graph kept",
+                "subclone",
+                model.toString(),
+                small.toString(),
+                "--hidden",
+                "256",
+                "--heads",
+                "8",
+                "--ffn",
+                "1024",
+                "--calib",
+                text.toString(),
+                "--force");
+        if (rc == ExitCodes.OK) {
+            rc = step(
+                    out,
+                    "subclone 2. eval: ONNX Runtime runs the subclone (256-wide sentence embeddings; not"
+                            + " function-preserving, an initialisation for training)",
+                    "eval",
+                    small.toString(),
+                    "--text",
+                    text.toString(),
+                    "--tokenizer",
+                    model.resolveSibling("tokenizer.json").toString());
+        }
         return rc;
     }
 
