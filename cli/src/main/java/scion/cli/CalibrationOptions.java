@@ -73,7 +73,12 @@ final class CalibrationOptions {
         }
     }
 
-    /** The calibration options (budget, sequence length, device). */
+    /**
+     * The calibration options (budget, device). The sequence length is left to the model (its maximum positions, see
+     * {@link Calibration.Options#maxLength()}): {@link #run} cuts the text into windows of {@code --calib-length}
+     * tokens, capped there, so a model with fewer positions than {@code --calib-length} gets shorter windows instead of
+     * an index out of range.
+     */
     Calibration.Options options() {
         if (length < 2) {
             throw InvalidInputException.of("--calib-length", "too short", "at least 2 tokens", String.valueOf(length));
@@ -84,7 +89,7 @@ final class CalibrationOptions {
         }
         return Calibration.Options.defaults()
                 .withMaxTokens(tokens)
-                .withMaxLength(length)
+                .withMaxLength(0)
                 .withBatchTokens(Math.max(2048, length))
                 .withDevice(d);
     }
