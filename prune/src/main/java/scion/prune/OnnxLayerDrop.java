@@ -162,7 +162,9 @@ public final class OnnxLayerDrop {
                     "the removed blocks are not separable at the residual stream: the rest of the graph still uses "
                             + stuck.size() + " of their weights",
                     "no use of a removed block's weights after rewiring the stream",
-                    "'" + stuck.get(0) + "' still used; hint: prune the safetensors checkpoint and export it");
+                    "'" + String.join("', '", stuck.subList(0, Math.min(3, stuck.size()))) + "'"
+                            + (stuck.size() > 3 ? " and " + (stuck.size() - 3) + " more" : "")
+                            + " still used; hint: prune the safetensors checkpoint and export it");
         }
 
         // 4. Renumber the kept blocks in names.

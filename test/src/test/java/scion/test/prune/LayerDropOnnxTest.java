@@ -180,4 +180,36 @@ class LayerDropOnnxTest {
             assertTrue(Float.isFinite(v));
         }
     }
+
+    /**
+     * A graph whose removed block feeds something besides the residual stream (here: a second graph output reading
+     * layer 0's query projection) cannot lose that block: refused with the weight named, exit code 3, nothing written.
+     */
+    @Test
+    void blocksThatAreNotSeparableAreRefused() {
+        Path src = Fixtures.resource("onnx/llama.onnx");
+        Path tapped = tmp.resolve("llama-extra-output.onnx");
+        try (Model m = Model.open(src)) {
+            ai.onnx.proto.OnnxMl.ModelProto p = m.onnx().orElseThrow().proto();
+            String q = p.getGraph().getNodeList().stream()
+                    .filter(n -> n.getName().equals("/model/layers.0/self_attn/q_proj/MatMul"))
+                    .findFirst()
+                    .orElseThrow()
+                    .getOutput(0);
+            ai.onnx.proto.OnnxMl.ModelProto extra = p.toBuilder()
+                    .setGraph(p.getGraph().toBuilder()
+                            .addOutput(ai.onnx.proto.OnnxMl.ValueInfoProto.newBuilder()
+                                    .setName(q)))
+                    .build();
+            OnnxWriter.write(m.onnx().orElseThrow(), extra, Map.of(), tapped, OnnxWriter.Options.defaults());
+        }
+        Path out = tmp.resolve("cut.onnx");
+        CliRun r = CliRun.of("prune", tapped.toString(), out.toString(), "--drop", "0");
+        assertEquals(3, r.code(), r.toString());
+        assertTrue(r.err().contains("not separable at the residual stream"), r.err());
+        assertTrue(r.err().contains("'model.layers.0.self_attn.q_proj.weight'"), r.err());
+        assertFalse(java.nio.file.Files.exists(out));
+        r = CliRun.of("prune", tapped.toString(), out.toString(), "--drop", "1");
+        assertEquals(0, r.code(), r.toString());
+    }
 }
