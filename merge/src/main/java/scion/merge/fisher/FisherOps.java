@@ -154,6 +154,41 @@ public final class FisherOps {
         }
     }
 
+    /** A body run on a range {@code [lo, hi)}. */
+    interface RangeBody {
+        void run(int lo, int hi);
+    }
+
+    /** Splits {@code [0, n)} into contiguous ranges, one per thread (the caller runs the first), and waits. */
+    static void parallelFor(int n, RangeBody body) {
+        int parts = Math.min(THREADS, n);
+        if (parts <= 1) {
+            body.run(0, n);
+            return;
+        }
+        List<Future<?>> fs = new ArrayList<>();
+        for (int p = 1; p < parts; p++) {
+            int lo = (int) ((long) n * p / parts);
+            int hi = (int) ((long) n * (p + 1) / parts);
+            fs.add(POOL.submit(() -> body.run(lo, hi)));
+        }
+        body.run(0, (int) ((long) n / parts));
+        join(fs);
+    }
+
+    private static void join(List<Future<?>> fs) {
+        for (Future<?> f : fs) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted during a parallel step", e);
+            } catch (ExecutionException e) {
+                throw new IllegalStateException("a parallel step failed", e.getCause());
+            }
+        }
+    }
+
     /** The transpose of {@code x[rows, cols]}: {@code [cols, rows]}. */
     public static float[] transpose(float[] x, int rows, int cols) {
         float[] t = new float[x.length];

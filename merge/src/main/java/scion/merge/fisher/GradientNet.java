@@ -421,48 +421,51 @@ public final class GradientNet {
         int qw = nh * hd;
         int kw = nkv * hd;
         int window = s.window[l];
-        double[] row = new double[t];
-        for (int hh = 0; hh < nh; hh++) {
-            int g = hh / group;
-            for (int i = 0; i < t; i++) {
-                int lo = 0;
-                int hi = t; // keys [lo, hi)
-                if (s.causal) {
-                    hi = i + 1;
-                    if (window > 0) {
-                        lo = Math.max(0, i - window + 1);
+        // Heads of one key/value group go to one task: each task writes only its own rows of p, ctx.
+        FisherOps.parallelFor(nkv, (gLo, gHi) -> {
+            double[] row = new double[t];
+            for (int hh = gLo * group; hh < gHi * group; hh++) {
+                int g = hh / group;
+                for (int i = 0; i < t; i++) {
+                    int lo = 0;
+                    int hi = t; // keys [lo, hi)
+                    if (s.causal) {
+                        hi = i + 1;
+                        if (window > 0) {
+                            lo = Math.max(0, i - window + 1);
+                        }
                     }
-                }
-                float max = Float.NEGATIVE_INFINITY;
-                float[] sc = new float[hi - lo];
-                for (int j = lo; j < hi; j++) {
-                    float dot = 0f;
-                    int qo = i * qw + hh * hd;
-                    int ko = j * kw + g * hd;
-                    for (int e = 0; e < hd; e++) {
-                        dot += c.q[qo + e] * c.k[ko + e];
+                    float max = Float.NEGATIVE_INFINITY;
+                    float[] sc = new float[hi - lo];
+                    for (int j = lo; j < hi; j++) {
+                        float dot = 0f;
+                        int qo = i * qw + hh * hd;
+                        int ko = j * kw + g * hd;
+                        for (int e = 0; e < hd; e++) {
+                            dot += c.q[qo + e] * c.k[ko + e];
+                        }
+                        float v = dot * s.scale;
+                        sc[j - lo] = v;
+                        max = Math.max(max, v);
                     }
-                    float v = dot * s.scale;
-                    sc[j - lo] = v;
-                    max = Math.max(max, v);
-                }
-                double sum = 0;
-                for (int j = lo; j < hi; j++) {
-                    row[j] = Math.exp(sc[j - lo] - max);
-                    sum += row[j];
-                }
-                int po = (hh * t + i) * t;
-                int co = i * qw + hh * hd;
-                for (int j = lo; j < hi; j++) {
-                    float pj = (float) (row[j] / sum);
-                    c.p[po + j] = pj;
-                    int vo = j * kw + g * hd;
-                    for (int e = 0; e < hd; e++) {
-                        c.ctx[co + e] += pj * c.v[vo + e];
+                    double sum = 0;
+                    for (int j = lo; j < hi; j++) {
+                        row[j] = Math.exp(sc[j - lo] - max);
+                        sum += row[j];
+                    }
+                    int po = (hh * t + i) * t;
+                    int co = i * qw + hh * hd;
+                    for (int j = lo; j < hi; j++) {
+                        float pj = (float) (row[j] / sum);
+                        c.p[po + j] = pj;
+                        int vo = j * kw + g * hd;
+                        for (int e = 0; e < hd; e++) {
+                            c.ctx[co + e] += pj * c.v[vo + e];
+                        }
                     }
                 }
             }
-        }
+        });
         return FisherOps.linear(c.ctx, val(l, Role.ATTN_O, false), val(l, Role.ATTN_O, true), t, qw, h);
     }
 
@@ -691,47 +694,51 @@ public final class GradientNet {
         float[] dq = new float[t * qw];
         float[] dk = new float[t * kw];
         float[] dv = new float[t * kw];
-        float[] dp = new float[t];
-        for (int hh = 0; hh < nh; hh++) {
-            int g = hh / group;
-            for (int i = 0; i < t; i++) {
-                int lo = 0;
-                int hi = t;
-                if (s.causal) {
-                    hi = i + 1;
-                    if (window > 0) {
-                        lo = Math.max(0, i - window + 1);
+        // One task per range of key/value groups: dk and dv rows of a group, dq rows of its heads, are written by it
+        // alone, in the same order as a single thread would.
+        FisherOps.parallelFor(nkv, (gLo, gHi) -> {
+            float[] dp = new float[t];
+            for (int hh = gLo * group; hh < gHi * group; hh++) {
+                int g = hh / group;
+                for (int i = 0; i < t; i++) {
+                    int lo = 0;
+                    int hi = t;
+                    if (s.causal) {
+                        hi = i + 1;
+                        if (window > 0) {
+                            lo = Math.max(0, i - window + 1);
+                        }
                     }
-                }
-                int po = (hh * t + i) * t;
-                int co = i * qw + hh * hd;
-                double dot = 0;
-                for (int j = lo; j < hi; j++) {
-                    int vo = j * kw + g * hd;
-                    float acc = 0f;
-                    float pj = c.p[po + j];
-                    for (int e = 0; e < hd; e++) {
-                        acc += dctx[co + e] * c.v[vo + e];
-                        dv[vo + e] += pj * dctx[co + e];
+                    int po = (hh * t + i) * t;
+                    int co = i * qw + hh * hd;
+                    double dot = 0;
+                    for (int j = lo; j < hi; j++) {
+                        int vo = j * kw + g * hd;
+                        float acc = 0f;
+                        float pj = c.p[po + j];
+                        for (int e = 0; e < hd; e++) {
+                            acc += dctx[co + e] * c.v[vo + e];
+                            dv[vo + e] += pj * dctx[co + e];
+                        }
+                        dp[j] = acc;
+                        dot += (double) acc * pj;
                     }
-                    dp[j] = acc;
-                    dot += (double) acc * pj;
-                }
-                float fdot = (float) dot;
-                int qo = i * qw + hh * hd;
-                for (int j = lo; j < hi; j++) {
-                    float ds = c.p[po + j] * (dp[j] - fdot) * s.scale;
-                    if (ds == 0f) {
-                        continue;
-                    }
-                    int ko = j * kw + g * hd;
-                    for (int e = 0; e < hd; e++) {
-                        dq[qo + e] += ds * c.k[ko + e];
-                        dk[ko + e] += ds * c.q[qo + e];
+                    float fdot = (float) dot;
+                    int qo = i * qw + hh * hd;
+                    for (int j = lo; j < hi; j++) {
+                        float ds = c.p[po + j] * (dp[j] - fdot) * s.scale;
+                        if (ds == 0f) {
+                            continue;
+                        }
+                        int ko = j * kw + g * hd;
+                        for (int e = 0; e < hd; e++) {
+                            dq[qo + e] += ds * c.k[ko + e];
+                            dk[ko + e] += ds * c.q[qo + e];
+                        }
                     }
                 }
             }
-        }
+        });
         if (!bert()) {
             ropeBackward(ps, dq, t, nh);
             ropeBackward(ps, dk, t, nkv);
