@@ -441,7 +441,6 @@ final class LowRankCommand implements Callable<Integer> {
                 r.note().isEmpty() ? "" : "  (" + r.note() + ")");
     }
 
-
     /** σ_i/σ_1 per role, averaged over layers, on a log scale. */
     private void plot(Map<String, SvdLowRank.Result> results, Map<String, Weight> byName, SvdLowRank.Params params) {
         Map<String, double[]> sums = new LinkedHashMap<>();
