@@ -453,7 +453,8 @@ public final class SvdLowRank {
                     want = ratioRank(p.rule().value(), out, in);
                     break;
                 default:
-                    want = Math.min(k, (int) Math.ceil(breakEven));
+                    // energy: sketch up to the largest rank below break-even, then pick the rank from the sketch
+                    want = Math.max(1, Math.min(k, (int) Math.ceil(breakEven) - 1));
             }
             if (want >= breakEven) {
                 return dense(name, out, in, breakEven, want, note, new double[0], ridge);

@@ -238,6 +238,23 @@ class SvdLowRankTest {
     }
 
     @Test
+    void randomizedEnergyRuleSketchesBelowBreakEven() {
+        DMatrixRMaj w = decaying(64, 64, 16); // break-even 32
+        SvdLowRank.Result exact = SvdLowRank.factor(
+                "w", w, Params.of(Method.SVD, new RankRule(Kind.ENERGY, 0.6)), null, null, LowRankOps.Products.JAVA);
+        SvdLowRank.Result rnd = SvdLowRank.factor(
+                "w",
+                w,
+                Params.of(Method.RANDOMIZED, new RankRule(Kind.ENERGY, 0.6)),
+                null,
+                null,
+                LowRankOps.Products.JAVA);
+        assertTrue(exact.rank() > 0 && exact.rank() < 32, "exact rank " + exact.rank());
+        assertTrue(Math.abs(rnd.rank() - exact.rank()) <= 1, rnd.rank() + " vs " + exact.rank());
+        assertTrue(rnd.keptEnergy() >= 0.6);
+    }
+
+    @Test
     void badParametersAreRefusedNamingTheOption() {
         assertTrue(assertThrows(InvalidInputException.class, () -> new RankRule(Kind.RANK, 0))
                 .getMessage()
