@@ -530,17 +530,85 @@ public final class OnnxWeightTracer {
                         && !scope(reshape).toLowerCase(Locale.ROOT).contains("attention"))) {
             return null;
         }
-        if (out > 0 && (p != Projection.FUSED || up.splitWidth > 0 || up.splitParts > 0)) {
+        boolean fusedWhole = p == Projection.FUSED && up.splitWidth == 0 && up.splitParts == 0;
+        if (out > 0 && !fusedWhole) {
             if (h == -1 && out % d == 0) {
                 h = out / d;
             } else if (d == -1 && out % h == 0) {
                 d = out / h;
             }
         }
+        if (fusedWhole) {
+            // Per-head interleaved QKV (GPT-NeoX): the whole fused output is reshaped to [..., heads, parts × headDim]
+            // and the last axis is split afterwards, so the reshape's last entry is not the head dimension.
+            int parts = lastAxisSplitParts(reshape.getOutput(0));
+            if (parts > 1) {
+                if (d == -1 && h > 0 && out > 0 && out % h == 0) {
+                    d = out / h;
+                }
+                d = d > 0 && d % parts == 0 ? d / parts : -1;
+            }
+        }
         if (h <= 0 || d <= 0) {
             return null;
         }
         return new HeadSplit(h, d, p, out);
+    }
+
+    /**
+     * The number of equal parts the last axis of a 4-D reshape output is split into further down (through Transpose,
+     * Cast and Identity nodes with a single consumer), else 0.
+     */
+    private int lastAxisSplitParts(String name) {
+        String cur = name;
+        int axis = 3; // position of the reshape's last axis in the current tensor
+        for (int hop = 0; hop < 4; hop++) {
+            List<Use> us = uses(cur);
+            if (us.size() != 1) {
+                return 0;
+            }
+            NodeProto n = us.get(0).node;
+            switch (n.getOpType()) {
+                case "Transpose" -> {
+                    AttributeProto perm = attribute(n, "perm");
+                    if (perm == null || perm.getIntsCount() != 4) {
+                        return 0;
+                    }
+                    axis = perm.getIntsList().indexOf((long) axis);
+                    if (axis < 0) {
+                        return 0;
+                    }
+                    cur = n.getOutput(0);
+                }
+                case "Cast", "Identity" -> cur = n.getOutput(0);
+                case "Split" -> {
+                    long a = intAttribute(n, "axis", 0);
+                    if ((a < 0 ? a + 4 : a) != axis) {
+                        return 0;
+                    }
+                    long[] sizes = n.getInputCount() > 1 && !n.getInput(1).isEmpty() ? longs(n.getInput(1)) : null;
+                    AttributeProto attr = attribute(n, "split");
+                    if (sizes == null && attr != null && attr.getIntsCount() > 0) {
+                        sizes = attr.getIntsList().stream()
+                                .mapToLong(Long::longValue)
+                                .toArray();
+                    }
+                    if (sizes == null) {
+                        return n.getOutputCount();
+                    }
+                    for (long z : sizes) {
+                        if (z != sizes[0]) {
+                            return 0;
+                        }
+                    }
+                    return sizes.length;
+                }
+                default -> {
+                    return 0;
+                }
+            }
+        }
+        return 0;
     }
 
     private static Projection classify(String hfName) {
