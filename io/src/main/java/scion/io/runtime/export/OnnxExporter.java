@@ -39,7 +39,8 @@ import scion.io.tensor.Tensor;
  *
  * <p><b>Graph.</b> Inputs {@code input_ids} and {@code attention_mask}, int64 {@code [batch, sequence]} (bert also
  * {@code token_type_ids}), both axes dynamic. Causal LMs output {@code logits} {@code [batch, sequence, vocab]},
- * encoders {@code last_hidden_state} {@code [batch, sequence, hidden]}. With {@link
+ * encoders {@code last_hidden_state} {@code [batch, sequence, hidden]} (bert's pooler is not computed, so its
+ * weights are not in the graph). With {@link
  * Options#residualStreamOutputs()}, extra outputs {@code hidden_states.0 … hidden_states.L}: the residual stream
  * entering each block, and after the last block <em>before</em> the final norm (transformers' last {@code
  * hidden_states} entry is after it). It reproduces transformers 5 (eager attention) for each family: token embedding
