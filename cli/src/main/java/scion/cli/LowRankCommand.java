@@ -172,8 +172,24 @@ final class LowRankCommand implements Callable<Integer> {
             for (Weight w : chosen) {
                 byName.put(w.name(), w);
             }
-            LinearInputStats stats = calibrate(m, params, byName, summary);
-            Map<String, SvdLowRank.Result> results = factor(byName, params, stats);
+            // Plan on shapes: rank and ratio rules fix every rank (and the matrices left dense) before any data is
+            // read; the energy rule needs each spectrum (a planning pass below, after calibration).
+            Map<String, SvdLowRank.Result> known = new LinkedHashMap<>(); // decided before writing (dense)
+            Map<String, Weight> toFactor = new LinkedHashMap<>();
+            Map<String, Integer> ranks = new LinkedHashMap<>();
+            for (Weight w : chosen) {
+                int[] oi = SvdLowRank.outIn(w);
+                int r = SvdLowRank.rankFromShape(params, oi[0], oi[1]);
+                if (r == 0) {
+                    known.put(w.name(), SvdLowRank.denseFromShape(w.name(), oi[0], oi[1], params));
+                } else {
+                    toFactor.put(w.name(), w);
+                    if (r > 0) {
+                        ranks.put(w.name(), r);
+                    }
+                }
+            }
+            LinearInputStats stats = calibrate(m, params, toFactor, summary);
             Map<String, String> meta =
                     new LinkedHashMap<>(onnx ? Map.of() : m.checkpoint().metadata());
             Map<String, String> described = new LinkedHashMap<>(params.describe());
@@ -188,10 +204,31 @@ final class LowRankCommand implements Callable<Integer> {
                     "lowrank",
                     described,
                     Map.of(in.getFileName().toString(), m.checkpoint())));
-            if (onnx) {
-                writeOnnx(m, byName, results, storeMode, meta, summary);
-            } else {
-                writeSafetensors(m, byName, results, params, storeMode, meta, summary);
+            Map<String, SvdLowRank.Result> done;
+            try (Factoring f = new Factoring(params, stats, toFactor)) {
+                if (params.rule().kind() == SvdLowRank.RankRule.Kind.ENERGY) {
+                    f.planEnergy(known, ranks);
+                }
+                Map<String, Weight> factored = new LinkedHashMap<>();
+                for (String name : ranks.keySet()) {
+                    factored.put(name, byName.get(name));
+                }
+                // Stream: each target is factored when the writer reaches its tensors, and dropped once written.
+                LowRankOutput.Streamed streamed = new LowRankOutput.Streamed(factored, ranks, storeMode, f::factor);
+                if (onnx) {
+                    writeOnnx(m, byName, streamed, storeMode, meta, summary);
+                } else {
+                    writeSafetensors(m, byName, streamed, ranks, params, storeMode, meta, summary);
+                }
+                done = streamed.results();
+            }
+            Map<String, SvdLowRank.Result> results = new LinkedHashMap<>();
+            for (String name : byName.keySet()) {
+                SvdLowRank.Result r = known.containsKey(name) ? known.get(name) : done.get(name);
+                if (r == null) {
+                    throw new IllegalStateException("'" + name + "' was planned but not written");
+                }
+                results.put(name, r);
             }
             report(output.json, m, results, skipped, params, summary);
             if (plot != null) {
@@ -275,53 +312,88 @@ final class LowRankCommand implements Callable<Integer> {
         return stats;
     }
 
-    private static Map<String, SvdLowRank.Result> factor(
-            Map<String, Weight> targets, SvdLowRank.Params params, LinearInputStats stats) {
-        long total = 0;
-        for (Weight w : targets.values()) {
-            total += w.tensor().numel();
-        }
-        Map<String, SvdLowRank.Result> results = new LinkedHashMap<>();
-        OrtMatMul ort = params.method() == SvdLowRank.Method.RANDOMIZED
-                ? new OrtMatMul(Runtime.getRuntime().availableProcessors())
-                : null;
-        try (Progress bar = Progress.forTerminal("factorising", total)) {
-            LowRankOps.Products products = ort != null ? ort : LowRankOps.Products.JAVA;
+    /**
+     * One weight's factorisation on demand: reads W (float64), takes its calibration statistics and factors it. Owns
+     * the ONNX Runtime products of the randomized SVD and the progress bar (target elements factored).
+     */
+    private static final class Factoring implements AutoCloseable {
+        private final SvdLowRank.Params params;
+        private final LinearInputStats stats;
+        private final OrtMatMul ort;
+        private final LowRankOps.Products products;
+        private final Progress bar;
+        private final Map<String, Weight> targets;
+
+        Factoring(SvdLowRank.Params params, LinearInputStats stats, Map<String, Weight> targets) {
+            this.params = params;
+            this.stats = stats;
+            this.targets = targets;
+            this.ort = params.method() == SvdLowRank.Method.RANDOMIZED
+                    ? new OrtMatMul(Runtime.getRuntime().availableProcessors())
+                    : null;
+            this.products = ort != null ? ort : LowRankOps.Products.JAVA;
+            long total = 0;
             for (Weight w : targets.values()) {
-                DMatrixRMaj mat = SvdLowRank.read(w);
-                double[] meanAbs = params.method() == SvdLowRank.Method.ASVD ? stats.meanAbs(w.name()) : null;
-                DMatrixRMaj gram = params.method() == SvdLowRank.Method.SVD_LLM ? stats.gram(w.name()) : null;
-                results.put(w.name(), SvdLowRank.factor(w.name(), mat, params, meanAbs, gram, products));
-                bar.advance(w.tensor().numel());
+                total += w.tensor().numel();
             }
-        } finally {
+            boolean twice = params.rule().kind() == SvdLowRank.RankRule.Kind.ENERGY;
+            this.bar = Progress.forTerminal(
+                    twice ? "spectra, then factorising" : "factorising", twice ? 2 * total : total);
+        }
+
+        SvdLowRank.Result factor(Weight w) {
+            DMatrixRMaj mat = SvdLowRank.read(w);
+            double[] meanAbs = params.method() == SvdLowRank.Method.ASVD ? stats.meanAbs(w.name()) : null;
+            DMatrixRMaj gram = params.method() == SvdLowRank.Method.SVD_LLM ? stats.gram(w.name()) : null;
+            SvdLowRank.Result r = SvdLowRank.factor(w.name(), mat, params, meanAbs, gram, products);
+            bar.advance(w.tensor().numel());
+            return r;
+        }
+
+        /**
+         * The energy rule's ranks, before anything is written (the stored shapes depend on them): every target is
+         * factored once here and only its rank kept ({@code ranks}), or its report when it stays dense ({@code
+         * known}); the writer factors the others again (same result, deterministic).
+         */
+        void planEnergy(Map<String, SvdLowRank.Result> known, Map<String, Integer> ranks) {
+            for (Weight w : targets.values()) {
+                SvdLowRank.Result r = factor(w);
+                if (r.dense()) {
+                    known.put(w.name(), r.withoutFactors());
+                    bar.advance(w.tensor().numel());
+                } else {
+                    ranks.put(w.name(), r.rank());
+                }
+            }
+        }
+
+        @Override
+        public void close() {
+            bar.close();
             if (ort != null) {
                 ort.close();
             }
         }
-        return results;
     }
 
     private void writeSafetensors(
             Model m,
             Map<String, Weight> byName,
-            Map<String, SvdLowRank.Result> results,
+            LowRankOutput.Streamed streamed,
+            Map<String, Integer> ranks,
             SvdLowRank.Params params,
             LowRankOutput.Store storeMode,
             Map<String, String> meta,
             Map<String, Object> summary) {
-        List<Tensor> tensors = LowRankOutput.safetensors(m, byName, results, storeMode);
+        List<Tensor> tensors = LowRankOutput.safetensors(m, byName, streamed.tensors());
         long bytes = 0;
         for (Tensor t : tensors) {
             bytes = Math.addExact(bytes, t.byteSize());
         }
-        String cfg = LowRankOutput.config(m.config(), byName, results, params, storeMode);
-        try (Progress bar = Progress.forTerminal("writing", bytes);
-                SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(output.force)
-                        .metadata(meta)
-                        .progress(bar::advance)
-                        .open(out)) {
+        String cfg = LowRankOutput.config(m.config(), byName, ranks, params, storeMode);
+        // Progress is the factorising bar: the writer's reads drive the factorisation.
+        try (SafetensorsWriter.Output o =
+                SafetensorsWriter.create().force(output.force).metadata(meta).open(out)) {
             o.writeTensors(tensors);
             o.addFile("config.json", cfg.getBytes(StandardCharsets.UTF_8));
             for (Path p : ConvertCommand.companionFiles(m.location())) {
@@ -342,12 +414,12 @@ final class LowRankCommand implements Callable<Integer> {
     private void writeOnnx(
             Model m,
             Map<String, Weight> byName,
-            Map<String, SvdLowRank.Result> results,
+            LowRankOutput.Streamed streamed,
             LowRankOutput.Store storeMode,
             Map<String, String> meta,
             Map<String, Object> summary) {
         OnnxModel src = m.onnx().orElseThrow();
-        LowRankOutput.OnnxRewrite rw = LowRankOutput.onnx(src, byName, results, storeMode);
+        LowRankOutput.OnnxRewrite rw = LowRankOutput.onnx(src, byName, streamed.tensors(), storeMode);
         OnnxWriter.Written w = OnnxWriter.write(
                 src,
                 rw.proto(),

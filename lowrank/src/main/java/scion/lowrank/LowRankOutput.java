@@ -6,12 +6,15 @@ import ai.onnx.proto.OnnxMl.NodeProto;
 import ai.onnx.proto.OnnxMl.TensorProto;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.function.Function;
 import org.ejml.data.DMatrixRMaj;
 import org.ejml.dense.row.CommonOps_DDRM;
 import scion.io.Json;
@@ -87,18 +90,16 @@ public final class LowRankOutput {
     }
 
     /**
-     * The output tensors of a safetensors model, in storage order: factored weights replaced, everything else the
-     * source's lazy tensor.
+     * The output tensors of a safetensors model, in storage order: each factored weight replaced by its tensors
+     * ({@link Streamed#tensors()}: lazy, computed when the writer reaches them), everything else the source's lazy
+     * tensor.
      *
-     * @param results by Hugging Face weight name; dense results are ignored
+     * @param replaced by Hugging Face weight name: the tensors that replace it
      */
-    public static List<Tensor> safetensors(
-            Model m, Map<String, Weight> weights, Map<String, SvdLowRank.Result> results, Store store) {
+    public static List<Tensor> safetensors(Model m, Map<String, Weight> weights, Map<String, List<Tensor>> replaced) {
         Map<String, String> byStored = new HashMap<>();
-        for (Map.Entry<String, SvdLowRank.Result> e : results.entrySet()) {
-            if (!e.getValue().dense()) {
-                byStored.put(weights.get(e.getKey()).tensor().name(), e.getKey());
-            }
+        for (String hf : replaced.keySet()) {
+            byStored.put(weights.get(hf).tensor().name(), hf);
         }
         List<Tensor> out = new ArrayList<>();
         for (Tensor t : m.checkpoint().tensors()) {
@@ -106,7 +107,7 @@ public final class LowRankOutput {
             if (hf == null) {
                 out.add(t);
             } else {
-                out.addAll(tensors(weights.get(hf), results.get(hf), store));
+                out.addAll(replaced.get(hf));
             }
         }
         return out;
@@ -115,11 +116,13 @@ public final class LowRankOutput {
     /**
      * config.json with the {@value LowRankFactors#CONFIG_KEY} entry that tells loaders which tensors are factors
      * (factors store only; dense storage returns the config unchanged but for the entry's {@code format: dense}).
+     *
+     * @param ranks the rank of every factored weight, by Hugging Face name (dense ones absent)
      */
     public static String config(
             ModelConfig cfg,
             Map<String, Weight> weights,
-            Map<String, SvdLowRank.Result> results,
+            Map<String, Integer> ranks,
             SvdLowRank.Params params,
             Store store) {
         ObjectNode root;
@@ -140,22 +143,17 @@ public final class LowRankOutput {
                             + " (Linear [out, in]: A [r, in], B [out, r], y = (x @ A.T) @ B.T + bias); a·b means W = A @ B"
                             + " (Conv1D [in, out]: A [in, r], B [r, out]). Biases keep their names.");
             ObjectNode f = entry.putObject("factored");
-            for (Map.Entry<String, SvdLowRank.Result> e : results.entrySet()) {
-                if (e.getValue().dense()) {
-                    continue;
-                }
+            for (Map.Entry<String, Integer> e : ranks.entrySet()) {
                 ObjectNode o = f.putObject(e.getKey());
                 o.put("a", LowRankFactors.aName(e.getKey()));
                 o.put("b", LowRankFactors.bName(e.getKey()));
-                o.put("rank", e.getValue().rank());
+                o.put("rank", e.getValue());
                 o.put("product", SvdLowRank.storedInOut(weights.get(e.getKey())) ? "a·b" : "b·a");
             }
         } else {
             ObjectNode f = entry.putObject("ranks");
-            for (Map.Entry<String, SvdLowRank.Result> e : results.entrySet()) {
-                if (!e.getValue().dense()) {
-                    f.put(e.getKey(), e.getValue().rank());
-                }
+            for (Map.Entry<String, Integer> e : ranks.entrySet()) {
+                f.put(e.getKey(), e.getValue());
             }
         }
         try {
@@ -163,6 +161,150 @@ public final class LowRankOutput {
         } catch (JsonProcessingException e) {
             throw new IllegalStateException("config.json cannot be serialised", e);
         }
+    }
+
+    /**
+     * Factorisation on demand, one weight at a time (DESIGN: plan on specs, then stream). Each factored weight gets
+     * lazy tensors whose names, dtypes and shapes come from its planned rank; the writer's first read of one of them
+     * factors that weight ({@code factor}), encodes its stored tensors and keeps them until all their bytes have been
+     * read, then drops them, keeping only the report ({@link SvdLowRank.Result#withoutFactors()}). The two factors of
+     * a weight are adjacent in write order (safetensors storage order, ONNX initializer order), so each weight is
+     * factored once and peak memory is one weight's matrices. A tensor read again later is recomputed (same bytes:
+     * every method is deterministic).
+     */
+    public static final class Streamed {
+        private final Store store;
+        private final Map<String, Weight> weights;
+        private final Map<String, Integer> ranks;
+        private final Function<Weight, SvdLowRank.Result> factor;
+        private final Map<String, List<Tensor>> lazy = new LinkedHashMap<>();
+        private final Map<String, SvdLowRank.Result> results = new LinkedHashMap<>();
+        private String current;
+        private List<Tensor> encoded;
+        private long unread;
+
+        /**
+         * @param weights the weights to factor, by Hugging Face name
+         * @param ranks each weight's planned rank (≥ 1): the stored shapes; the factorisation must agree
+         * @param factor computes one weight's result (called on the writing thread)
+         */
+        public Streamed(
+                Map<String, Weight> weights,
+                Map<String, Integer> ranks,
+                Store store,
+                Function<Weight, SvdLowRank.Result> factor) {
+            this.store = store;
+            this.weights = Map.copyOf(weights);
+            this.ranks = Map.copyOf(ranks);
+            this.factor = factor;
+            for (Map.Entry<String, Integer> e : ranks.entrySet()) {
+                Weight w = weights.get(e.getKey());
+                DType dt = outputDType(w.tensor().dtype());
+                List<Tensor> ts = new ArrayList<>();
+                List<String> names = store == Store.DENSE
+                        ? List.of(w.tensor().name())
+                        : List.of(LowRankFactors.aName(w.name()), LowRankFactors.bName(w.name()));
+                List<long[]> shapes = shapes(w, e.getValue(), store);
+                for (int i = 0; i < names.size(); i++) {
+                    ts.add(new Part(names.get(i), dt, shapes.get(i), e.getKey(), i));
+                }
+                lazy.put(e.getKey(), List.copyOf(ts));
+            }
+        }
+
+        /** The lazy tensors that replace each factored weight, by Hugging Face name. */
+        public Map<String, List<Tensor>> tensors() {
+            return lazy;
+        }
+
+        /** The results of the weights factored so far (without their factors), in the order they were factored. */
+        public synchronized Map<String, SvdLowRank.Result> results() {
+            return new LinkedHashMap<>(results);
+        }
+
+        private synchronized void read(String hf, int index, long byteOffset, ByteBuffer dst) {
+            if (!hf.equals(current)) {
+                current = null;
+                encoded = null; // drop the previous weight's tensors before computing the next
+                Weight w = weights.get(hf);
+                SvdLowRank.Result r = factor.apply(w);
+                if (r.rank() != ranks.get(hf)) {
+                    throw new IllegalStateException(
+                            "'" + hf + "' was planned at rank " + ranks.get(hf) + " but factors at rank " + r.rank());
+                }
+                List<Tensor> ts = LowRankOutput.tensors(w, r, store);
+                long total = 0;
+                for (int i = 0; i < ts.size(); i++) {
+                    if (!Arrays.equals(ts.get(i).shape(), lazy.get(hf).get(i).shape())) {
+                        throw new IllegalStateException(
+                                "'" + hf + "': computed " + ts.get(i).describe() + ", planned "
+                                        + lazy.get(hf).get(i).describe());
+                    }
+                    total += ts.get(i).byteSize();
+                }
+                results.put(hf, r.withoutFactors());
+                current = hf;
+                encoded = ts;
+                unread = total;
+            }
+            int before = dst.position();
+            encoded.get(index).readBytes(byteOffset, dst);
+            unread -= dst.position() - before;
+            if (unread <= 0) {
+                current = null;
+                encoded = null;
+            }
+        }
+
+        /** One stored tensor of a factored weight, computed on its first read. */
+        private final class Part implements Tensor {
+            private final String name;
+            private final DType dtype;
+            private final long[] shape;
+            private final String hf;
+            private final int index;
+
+            Part(String name, DType dtype, long[] shape, String hf, int index) {
+                this.name = name;
+                this.dtype = dtype;
+                this.shape = shape;
+                this.hf = hf;
+                this.index = index;
+            }
+
+            @Override
+            public String name() {
+                return name;
+            }
+
+            @Override
+            public DType dtype() {
+                return dtype;
+            }
+
+            @Override
+            public long[] shape() {
+                return shape;
+            }
+
+            @Override
+            public void readBytes(long byteOffset, ByteBuffer dst) {
+                read(hf, index, byteOffset, dst);
+            }
+        }
+    }
+
+    /** The stored shapes of {@link #tensors} for a weight factored at {@code rank}, known before factoring. */
+    static List<long[]> shapes(Weight w, int rank, Store store) {
+        if (store == Store.DENSE) {
+            return List.of(w.tensor().shape().clone());
+        }
+        int[] oi = SvdLowRank.outIn(w);
+        long out = oi[0];
+        long in = oi[1];
+        return SvdLowRank.storedInOut(w)
+                ? List.of(new long[] {in, rank}, new long[] {rank, out})
+                : List.of(new long[] {rank, in}, new long[] {out, rank});
     }
 
     /** Why the ONNX graph's use of weight {@code w} cannot be split into two MatMuls, or empty when it can. */
@@ -200,18 +342,20 @@ public final class LowRankOutput {
      */
     public record OnnxRewrite(ModelProto proto, Map<String, Tensor> replacements) {}
 
-    /** The rewritten graph and new tensors; every non-dense result must have passed {@link #onnxRefusal}. */
+    /**
+     * The rewritten graph and new tensors (lazy: {@link Streamed#tensors()}); every replaced weight must have passed
+     * {@link #onnxRefusal} when factors are stored.
+     *
+     * @param replaced by Hugging Face weight name: the tensors that replace it
+     */
     public static OnnxRewrite onnx(
-            OnnxModel onnx, Map<String, Weight> weights, Map<String, SvdLowRank.Result> results, Store store) {
+            OnnxModel onnx, Map<String, Weight> weights, Map<String, List<Tensor>> replaced, Store store) {
         Map<String, Tensor> replacements = new LinkedHashMap<>();
         Map<String, String> byInit = new HashMap<>(); // initializer → HF name
-        for (Map.Entry<String, SvdLowRank.Result> e : results.entrySet()) {
-            if (e.getValue().dense()) {
-                continue;
-            }
+        for (Map.Entry<String, List<Tensor>> e : replaced.entrySet()) {
             Weight w = weights.get(e.getKey());
             byInit.put(w.tensor().name(), e.getKey());
-            for (Tensor t : tensors(w, e.getValue(), store)) {
+            for (Tensor t : e.getValue()) {
                 replacements.put(t.name(), t);
             }
         }

@@ -224,9 +224,48 @@ public final class SvdLowRank {
             return dense() ? parametersBefore() : (long) rank * (out + in);
         }
 
-        /** {@code B·A} (float64), or null when dense. */
+        /** {@code B·A} (float64), or null when dense (or when the factors were dropped). */
         public DMatrixRMaj reconstruction() {
-            return dense() ? null : LowRankOps.multiply(b, a);
+            return dense() || a == null ? null : LowRankOps.multiply(b, a);
+        }
+
+        /** The same report without the factors (what a streamed run keeps once the factors are written). */
+        public Result withoutFactors() {
+            return new Result(
+                    name, out, in, rank, breakEven, note, spectrum, keptEnergy, relativeError, tail, ridge, null, null);
+        }
+    }
+
+    /**
+     * The rank rule's decision from the matrix's shape alone (no data read): the rank to keep, 0 when the matrix
+     * stays dense (rank at or above break-even), or −1 when the rule needs the spectrum ({@code --energy}). Agrees
+     * with {@link #factor} for every method.
+     */
+    public static int rankFromShape(Params p, int out, int in) {
+        int r = shapeRank(p, out, in);
+        if (r < 0) {
+            return -1;
+        }
+        return r >= (double) out * in / (out + in) ? 0 : r;
+    }
+
+    /** The report of a matrix that {@link #rankFromShape} leaves dense: the break-even note, no spectrum. */
+    public static Result denseFromShape(String name, int out, int in, Params p) {
+        int r = shapeRank(p, out, in);
+        if (r < 0 || rankFromShape(p, out, in) != 0) {
+            throw new IllegalArgumentException("'" + name + "' is not left dense by its shape under " + p.rule());
+        }
+        return dense(name, out, in, (double) out * in / (out + in), r, new StringBuilder(), new double[0], 0);
+    }
+
+    private static int shapeRank(Params p, int out, int in) {
+        switch (p.rule().kind()) {
+            case RANK:
+                return (int) Math.min(Math.min(out, in), p.rule().value());
+            case RATIO:
+                return ratioRank(p.rule().value(), out, in);
+            default:
+                return -1;
         }
     }
 
@@ -353,6 +392,14 @@ public final class SvdLowRank {
     /** Whether weight {@code w} is stored {@code [in, out]} (ONNX MatMul storage, gpt2 Conv1D). */
     public static boolean storedInOut(Weight w) {
         return w.transposed() != w.spec().inOut();
+    }
+
+    /** {@code {out, in}} of weight {@code w} (W [out, in]), from its stored shape. */
+    public static int[] outIn(Weight w) {
+        long[] s = w.tensor().shape();
+        int r = Math.toIntExact(s[0]);
+        int c = Math.toIntExact(s[1]);
+        return storedInOut(w) ? new int[] {c, r} : new int[] {r, c};
     }
 
     /** The weight as {@code W [out, in]} in float64. */
