@@ -138,11 +138,8 @@ final class ConvertCommand implements Callable<Integer> {
     private void writeSafetensors(
             Model m, DType target, long shard, Map<String, String> params, Map<String, Object> summary) {
         List<Tensor> tensors = new ArrayList<>();
-        long total = 0;
         for (Tensor t : m.checkpoint().tensors()) {
-            Tensor c = target != null && t.dtype().isFloatingPoint() ? t.as(target) : t;
-            tensors.add(c);
-            total += c.byteSize();
+            tensors.add(target != null && t.dtype().isFloatingPoint() ? t.as(target) : t);
         }
         Map<String, String> meta = new LinkedHashMap<>(m.checkpoint().metadata());
         meta.putAll(Provenance.of(
@@ -155,31 +152,19 @@ final class ConvertCommand implements Callable<Integer> {
                     "a folder path",
                     "a .safetensors file");
         }
-        try (Progress bar = Progress.forTerminal("writing", total);
-                SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(output.force)
-                        .shardSize(shard)
-                        .metadata(meta)
-                        .progress(bar::advance)
-                        .open(out)) {
-            o.writeTensors(tensors);
-            if (folder) {
-                ModelConfig cfg = m.config();
-                if (target != null) {
-                    cfg = cfg.with(ModelConfig.Field.DTYPE, torchName(target));
-                }
-                o.addFile("config.json", cfg.toJson().getBytes(StandardCharsets.UTF_8));
-                for (Path p : companionFiles(m.location())) {
-                    o.copyFile(p);
-                }
-                o.addFile("scion-recipe.json", recipe(meta));
-            }
-            List<Path> files = o.commit();
-            summary.put("output", out.toString());
-            summary.put("files", files.size());
-            summary.put("tensor_bytes", total);
-            summary.put("dtype", target == null ? "unchanged" : target.shortName());
+        ModelConfig cfg = m.config();
+        if (target != null) {
+            cfg = cfg.with(ModelConfig.Field.DTYPE, torchName(target));
         }
+        CheckpointFolder.Written w = CheckpointFolder.at(out, meta)
+                .force(output.force)
+                .shardSize(shard)
+                .companionsFrom(m.location())
+                .write(tensors, cfg.toJson());
+        summary.put("output", out.toString());
+        summary.put("files", w.files().size());
+        summary.put("tensor_bytes", w.tensorBytes());
+        summary.put("dtype", target == null ? "unchanged" : target.shortName());
     }
 
     /** Non-weight files of a Hugging Face folder that travel with the weights (tokenizer, generation config). */

@@ -2,10 +2,8 @@ package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import java.math.BigDecimal;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Optional;
@@ -26,7 +24,6 @@ import scion.io.arch.Dims;
 import scion.io.config.ModelConfig;
 import scion.io.onnx.OnnxWriter;
 import scion.io.safetensors.SafetensorsWriter;
-import scion.io.tensor.Tensor;
 
 /**
  * {@code scion grow MODEL OUT}: a larger model from a smaller one — wider by HyperCloning ({@code --width}, {@code
@@ -169,11 +166,6 @@ final class GrowCommand implements Callable<Integer> {
     }
 
     private void write(Model m, GrowthPlan plan, long shard, Map<String, Object> summary) {
-        List<Tensor> tensors = plan.tensors();
-        long total = 0;
-        for (Tensor t : tensors) {
-            total = Math.addExact(total, t.byteSize());
-        }
         Map<String, String> params = new LinkedHashMap<>(plan.parameters());
         params.put("shard_size", shardSize == null ? "none" : Long.toString(shard));
         Map<String, String> meta = new LinkedHashMap<>(m.checkpoint().metadata());
@@ -181,38 +173,25 @@ final class GrowCommand implements Callable<Integer> {
                 Scion.version(), "grow", params, Map.of(in.getFileName().toString(), m.checkpoint())));
         ModelConfig cfg =
                 plan.config(out.toAbsolutePath().normalize().getFileName().toString());
-        try (Progress bar = Progress.forTerminal("growing", total);
-                SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(output.force)
-                        .shardSize(shard)
-                        .metadata(meta)
-                        .progress(bar::advance)
-                        .open(out)) {
-            o.writeTensors(tensors);
-            o.addFile("config.json", cfg.toJson().getBytes(StandardCharsets.UTF_8));
-            for (Path p : ConvertCommand.companionFiles(m.location())) {
-                o.copyFile(p);
-            }
-            o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
-            Dims grown;
-            // The staged folder must open as a model of its family with the new config: shapes agree.
-            try (Model check = Model.open(o.staging())) {
-                grown = check.graph().dims();
-            }
-            List<Path> files = o.commit();
-            Dims src = m.graph().dims();
-            summary.put("output", out.toString());
-            summary.put("family", m.graph().architecture().family());
-            summary.put("hidden", src.hidden() + " → " + grown.hidden());
-            summary.put("heads", src.heads() + " → " + grown.heads());
-            summary.put("kv_heads", src.kvHeads() + " → " + grown.kvHeads());
-            summary.put("intermediate", src.ffn() + " → " + grown.ffn());
-            summary.put("layers", src.layers() + " → " + grown.layers());
-            summary.put("tied", src.tied() + " → " + grown.tied());
-            summary.put("files", files.size());
-            summary.put("tensor_bytes", total);
-            summary.put("notes", plan.notes());
-        }
+        CheckpointFolder.Written w = CheckpointFolder.at(out, meta)
+                .force(output.force)
+                .shardSize(shard)
+                .companionsFrom(m.location())
+                .label("growing")
+                .write(plan.tensors(), cfg.toJson());
+        Dims grown = w.dims();
+        Dims src = m.graph().dims();
+        summary.put("output", out.toString());
+        summary.put("family", m.graph().architecture().family());
+        summary.put("hidden", src.hidden() + " → " + grown.hidden());
+        summary.put("heads", src.heads() + " → " + grown.heads());
+        summary.put("kv_heads", src.kvHeads() + " → " + grown.kvHeads());
+        summary.put("intermediate", src.ffn() + " → " + grown.ffn());
+        summary.put("layers", src.layers() + " → " + grown.layers());
+        summary.put("tied", src.tied() + " → " + grown.tied());
+        summary.put("files", w.files().size());
+        summary.put("tensor_bytes", w.tensorBytes());
+        summary.put("notes", plan.notes());
     }
 
     // ---- ONNX in, ONNX out (OnnxGrowth): width only; the graph, its inputs and outputs are kept.

@@ -2,7 +2,6 @@ package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -205,33 +204,19 @@ final class MergeCommand implements Callable<Integer> {
                             out.toString(), "a merged model needs its own config.json", "an output folder", out);
                 }
                 long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
-                List<Tensor> tensors = plan.tensors(merger);
-                try (Progress bar = Progress.forTerminal("merging", total);
-                        SafetensorsWriter.Output o = SafetensorsWriter.create()
-                                .force(output.force)
-                                .shardSize(shard)
-                                .metadata(meta)
-                                .progress(bar::advance)
-                                .open(out)) {
-                    o.writeTensors(tensors);
-                    o.addFile("config.json", plan.outputConfig().toJson().getBytes(StandardCharsets.UTF_8));
-                    for (Path p : ConvertCommand.companionFiles(plan.tokenizerFrom())) {
-                        String n = p.getFileName().toString();
-                        if (!n.equals("mergekit_config.yml")) {
-                            o.copyFile(p);
-                        }
-                    }
-                    if (yaml != null) {
-                        o.addFile("mergekit_config.yml", yaml);
-                    }
-                    o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
-                    try (Model check = Model.open(o.staging())) {
-                        check.graph(); // the staged folder opens as a model of its family
-                    }
-                    List<Path> files = o.commit();
-                    summary.put("output", out.toString());
-                    summary.put("files", files.size());
+                CheckpointFolder folder = CheckpointFolder.at(out, meta)
+                        .force(output.force)
+                        .shardSize(shard)
+                        .companionsFrom(plan.tokenizerFrom())
+                        .skipCompanion("mergekit_config.yml")
+                        .label("merging");
+                if (yaml != null) {
+                    folder.file("mergekit_config.yml", yaml);
                 }
+                CheckpointFolder.Written w =
+                        folder.write(plan.tensors(merger), plan.outputConfig().toJson());
+                summary.put("output", out.toString());
+                summary.put("files", w.files().size());
             }
             double secs = (System.nanoTime() - start) / 1e9;
             summary.put("method", plan.method().id());

@@ -1,7 +1,6 @@
 package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
@@ -25,7 +24,6 @@ import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.calibration.Calibration;
 import scion.io.runtime.calibration.ResidualStats;
 import scion.io.safetensors.SafetensorsWriter;
-import scion.io.tensor.Tensor;
 import scion.prune.LayerDrop;
 import scion.prune.OnnxLayerDrop;
 
@@ -378,41 +376,24 @@ final class PruneCommand implements Callable<Integer> {
 
     private void writeSafetensors(Model m, LayerDrop.Plan plan, Map<String, String> meta, Map<String, Object> summary) {
         long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
-        List<Tensor> tensors = LayerDrop.tensors(plan, m.graph());
-        long total = 0;
-        for (Tensor t : tensors) {
-            total = Math.addExact(total, t.byteSize());
-        }
         ModelConfig cfg = LayerDrop.config(plan, m.config())
                 .with(Field.NAME, out.toAbsolutePath().normalize().getFileName().toString());
-        try (Progress bar = Progress.forTerminal("writing", total);
-                SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(output.force)
-                        .shardSize(shard)
-                        .metadata(meta)
-                        .progress(bar::advance)
-                        .open(out)) {
-            o.writeTensors(tensors);
-            o.addFile("config.json", cfg.toJson().getBytes(StandardCharsets.UTF_8));
-            for (Path p : ConvertCommand.companionFiles(m.location())) {
-                o.copyFile(p);
-            }
-            o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
-            int layers;
-            long params;
-            // The staged folder must open as a model of its family with L − n blocks.
-            try (Model check = Model.open(o.staging())) {
-                layers = check.graph().dims().layers();
-                params = check.graph().parameterCount();
-            }
-            if (layers != plan.layers()) {
-                throw new IllegalStateException("pruned model has " + layers + " blocks, planned " + plan.layers());
-            }
-            List<Path> files = o.commit();
-            summary.put("parameters", m.graph().parameterCount() + " → " + params);
-            summary.put("files", files.size());
-            summary.put("tensor_bytes", total);
-        }
+        CheckpointFolder.Written w = CheckpointFolder.at(out, meta)
+                .force(output.force)
+                .shardSize(shard)
+                .companionsFrom(m.location())
+                .check(
+                        staged -> { // the staged folder must have L − n blocks
+                            int layers = staged.graph().dims().layers();
+                            if (layers != plan.layers()) {
+                                throw new IllegalStateException(
+                                        "pruned model has " + layers + " blocks, planned " + plan.layers());
+                            }
+                        })
+                .write(LayerDrop.tensors(plan, m.graph()), cfg.toJson());
+        summary.put("parameters", m.graph().parameterCount() + " → " + w.parameters());
+        summary.put("files", w.files().size());
+        summary.put("tensor_bytes", w.tensorBytes());
     }
 
     private void writeOnnx(Model m, LayerDrop.Plan plan, Map<String, String> meta, Map<String, Object> summary) {

@@ -1,7 +1,6 @@
 package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -20,11 +19,9 @@ import scion.io.Model;
 import scion.io.Provenance;
 import scion.io.arch.Dims;
 import scion.io.arch.WeightGraph;
-import scion.io.config.ModelConfig;
 import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.calibration.Calibration;
 import scion.io.safetensors.SafetensorsWriter;
-import scion.io.tensor.Tensor;
 import scion.prune.LayerDrop;
 import scion.prune.OnnxSubcloning;
 import scion.prune.Subcloning;
@@ -169,37 +166,23 @@ final class SubcloneCommand implements Callable<Integer> {
     }
 
     private void write(Model m, Subcloning.Plan plan, long shard, Map<String, String> meta, Map<String, Object> s) {
-        List<Tensor> tensors = Subcloning.tensors(m.graph(), plan);
-        long total = 0;
-        for (Tensor t : tensors) {
-            total = Math.addExact(total, t.byteSize());
-        }
-        ModelConfig cfg = Subcloning.config(m.graph(), plan);
-        try (Progress bar = Progress.forTerminal("writing", total);
-                SafetensorsWriter.Output o = SafetensorsWriter.create()
-                        .force(output.force)
-                        .shardSize(shard)
-                        .metadata(meta)
-                        .progress(bar::advance)
-                        .open(out)) {
-            o.writeTensors(tensors);
-            o.addFile("config.json", cfg.toJson().getBytes(StandardCharsets.UTF_8));
-            for (Path p : ConvertCommand.companionFiles(m.location())) {
-                o.copyFile(p);
-            }
-            o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
-            Dims got;
-            try (Model check = Model.open(o.staging())) { // the staged folder must open with its new config
-                got = check.graph().dims();
-            }
-            Dims t = plan.shape().target();
-            if (got.hidden() != t.hidden() || got.layers() != t.layers() || got.heads() != t.heads()) {
-                throw new IllegalStateException("staged output reads as " + got + "; planned " + t);
-            }
-            List<Path> files = o.commit();
-            s.put("files", files.size());
-            s.put("tensor_bytes", total);
-        }
+        Dims t = plan.shape().target();
+        CheckpointFolder.Written w = CheckpointFolder.at(out, meta)
+                .force(output.force)
+                .shardSize(shard)
+                .companionsFrom(m.location())
+                .check(
+                        staged -> { // the staged folder must read back with the planned shape
+                            Dims got = staged.graph().dims();
+                            if (got.hidden() != t.hidden() || got.layers() != t.layers() || got.heads() != t.heads()) {
+                                throw new IllegalStateException("staged output reads as " + got + "; planned " + t);
+                            }
+                        })
+                .write(
+                        Subcloning.tensors(m.graph(), plan),
+                        Subcloning.config(m.graph(), plan).toJson());
+        s.put("files", w.files().size());
+        s.put("tensor_bytes", w.tensorBytes());
     }
 
     private static void report(
