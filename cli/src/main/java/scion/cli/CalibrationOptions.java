@@ -73,12 +73,7 @@ final class CalibrationOptions {
         }
     }
 
-    /**
-     * The calibration options (budget, device). The sequence length is left to the model (its maximum positions, see
-     * {@link Calibration.Options#maxLength()}): {@link #run} cuts the text into windows of {@code --calib-length}
-     * tokens, capped there, so a model with fewer positions than {@code --calib-length} gets shorter windows instead of
-     * an index out of range.
-     */
+    /** Checks the options and returns them with {@code --calib-length} as the sequence length (see {@link #run}). */
     Calibration.Options options() {
         if (length < 2) {
             throw InvalidInputException.of("--calib-length", "too short", "at least 2 tokens", String.valueOf(length));
@@ -89,7 +84,7 @@ final class CalibrationOptions {
         }
         return Calibration.Options.defaults()
                 .withMaxTokens(tokens)
-                .withMaxLength(0)
+                .withMaxLength(length)
                 .withBatchTokens(Math.max(2048, length))
                 .withDevice(d);
     }
@@ -106,6 +101,13 @@ final class CalibrationOptions {
         }
         int vocab = model.graph().dims().vocab();
         Calibration.Options options = options();
+        // A learned position table (BERT, GPT-2, OPT) bounds the windows; rotary models take --calib-length as given.
+        // Both come from the weights, so a checkpoint and its ONNX export get the same windows.
+        int learned =
+                model.graph().dims().positions() - model.graph().architecture().positionOffset();
+        if (learned > 0 && learned < length) {
+            options = options.withMaxLength(learned);
+        }
         try (TextTokenizer tok = TextTokenizer.forModel(model.location(), tokenizer, vocab);
                 BufferedReader reader = Files.newBufferedReader(text, StandardCharsets.UTF_8);
                 Calibration calibration = Calibration.open(model, request, options)) {

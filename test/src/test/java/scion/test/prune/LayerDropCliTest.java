@@ -204,6 +204,37 @@ class LayerDropCliTest {
      * recomputed), block 0 is gone, config.json says one layer (and its per-layer list has one entry), the companion
      * files come along, provenance names the operator.
      */
+    /**
+     * Models with a learned position table shorter than the default --calib-length (128): the tiny gpt2 and opt
+     * fixtures have 64 positions (opt's table has 2 more rows before position 0). The calibration windows are capped
+     * by the table, so the run succeeds (it once failed inside ONNX Runtime with a Gather index out of range).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"gpt2", "opt"})
+    void calibrationWindowsStayWithinLearnedPositions(String family) throws IOException {
+        Path out = tmp.resolve(family + "-pruned");
+        JsonNode j = json(CliRun.of(
+                "prune",
+                Fixtures.hf(family).toString(),
+                out.toString(),
+                "--remove",
+                "1",
+                "--metric",
+                "angular",
+                "--calib",
+                english.toString(),
+                "--json"));
+        assertEquals("2 → 1", j.get("layers").asText(), j.toString());
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("(\\d+) tokens in (\\d+) sequences")
+                .matcher(j.get("calibration").asText());
+        assertTrue(m.find(), j.toString());
+        long tokens = Long.parseLong(m.group(1));
+        long sequences = Long.parseLong(m.group(2));
+        assertTrue(
+                tokens > 1000 && tokens <= 64 * sequences, j.get("calibration").asText());
+        assertTrue(Files.exists(out.resolve("config.json")));
+    }
+
     @Test
     void safetensorsOutputIsARealSmallerCheckpoint() throws IOException {
         Path src = Fixtures.hf("qwen2");
