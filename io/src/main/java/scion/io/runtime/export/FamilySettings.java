@@ -13,11 +13,13 @@ import scion.io.config.ModelConfig;
 import scion.io.config.ModelConfig.Field;
 
 /**
- * What the exported graph computes for one model, read from its architecture and config.json the way Hugging Face
+ * What a transformer computes for one model, read from its architecture and config.json the way Hugging Face
  * transformers 5 reads them: norm kind and epsilon, activation, residual layout, positions, RoPE inverse frequencies,
- * attention scale and sliding windows per layer. Everything it cannot reproduce is collected and refused at once.
+ * attention scale and sliding windows per layer. The exported graph is built from it; other code that re-implements
+ * a family's forward pass reads the same settings through the public accessors ({@link #read(Model, List)}), so there
+ * is one reading of config.json. Everything it cannot reproduce is collected and refused at once.
  */
-final class FamilySettings {
+public final class FamilySettings {
     enum Norm {
         /** {@code x / sqrt(mean(x²) + eps) · γ}. */
         RMS,
@@ -27,7 +29,8 @@ final class FamilySettings {
         LAYER
     }
 
-    enum Activation {
+    /** The MLP activation, as transformers' {@code ACT2FN} computes it. */
+    public enum Activation {
         SILU,
         /** {@code 0.5·x·(1 + erf(x/√2))}: transformers' {@code gelu}. */
         GELU_ERF,
@@ -119,10 +122,32 @@ final class FamilySettings {
     /** Reads the settings; every unsupported setting is reported in one {@link InvalidInputException}. */
     static FamilySettings of(Model model) {
         Architecture arch = model.graph().architecture();
+        List<String> problems = new ArrayList<>();
+        FamilySettings s = read(model, problems);
+        if (!problems.isEmpty()) {
+            throw InvalidInputException.of(
+                    model.config().source(),
+                    "cannot export this " + arch.family() + " model to ONNX ("
+                            + (problems.size() == 1
+                                    ? "1 unsupported setting"
+                                    : problems.size() + " unsupported settings")
+                            + ")",
+                    "the settings of transformers' " + arch.family() + " that the export reproduces",
+                    String.join("; ", problems));
+        }
+        return s;
+    }
+
+    /**
+     * Reads the settings of {@code model} as transformers does, adding one line to {@code problems} for every setting
+     * that cannot be reproduced (an unknown activation or RoPE type, a malformed field, ...); the caller refuses the
+     * model when any were added, in its own words. With problems, the settings hold a default in their place.
+     */
+    public static FamilySettings read(Model model, List<String> problems) {
+        Architecture arch = model.graph().architecture();
         ModelConfig cfg = model.config();
         Dims d = model.graph().dims();
         String where = cfg.source();
-        List<String> problems = new ArrayList<>();
         Builder b = new Builder();
         b.family = arch.family();
         b.causal = arch.isCausalLm();
@@ -195,19 +220,37 @@ final class FamilySettings {
             b.attentionScale[l] = (float) (byLayer ? scale / (l + 1) : scale);
         }
         b.window = windows(b.family, cfg, d.layers(), problems);
-
-        if (!problems.isEmpty()) {
-            throw InvalidInputException.of(
-                    where,
-                    "cannot export this " + arch.family() + " model to ONNX ("
-                            + (problems.size() == 1
-                                    ? "1 unsupported setting"
-                                    : problems.size() + " unsupported settings")
-                            + ")",
-                    "the settings of transformers' " + arch.family() + " that the export reproduces",
-                    String.join("; ", problems));
-        }
         return new FamilySettings(b);
+    }
+
+    /** Whether attention is causal (a decoder-only language model). */
+    public boolean causal() {
+        return causal;
+    }
+
+    /** The norms' epsilon: config.json's, else transformers' default for the family. */
+    public float eps() {
+        return eps;
+    }
+
+    /** The MLP activation: config.json's, else the family's default. */
+    public Activation activation() {
+        return activation;
+    }
+
+    /** The RoPE inverse frequencies ({@link #rotaryDim()} / 2, in float32 as transformers computes them), or null. */
+    public float[] invFreq() {
+        return invFreq == null ? null : invFreq.clone();
+    }
+
+    /** How many leading dimensions of each head RoPE rotates ({@code head_dim × partial_rotary_factor}); 0 without. */
+    public int rotaryDim() {
+        return rotaryDim;
+    }
+
+    /** Per layer: the sliding attention window (a key is seen when {@code q − k < window}), 0 for none. */
+    public int[] window() {
+        return window.clone();
     }
 
     private static boolean flag(ModelConfig cfg, String key, boolean dflt, List<String> problems, String where) {
