@@ -545,6 +545,8 @@ public final class OnnxWeightTracer {
             if (parts > 1) {
                 if (d == -1 && h > 0 && out > 0 && out % h == 0) {
                     d = out / h;
+                } else if (h == -1 && d > 0 && out > 0 && out % d == 0) {
+                    h = out / d;
                 }
                 d = d > 0 && d % parts == 0 ? d / parts : -1;
             }
@@ -564,6 +566,10 @@ public final class OnnxWeightTracer {
         int axis = 3; // position of the reshape's last axis in the current tensor
         for (int hop = 0; hop < 4; hop++) {
             List<Use> us = uses(cur);
+            int slices = slicesAlong(us, axis);
+            if (slices > 1) {
+                return slices; // torch's chunk(n, dim=-1): one Slice per part
+            }
             if (us.size() != 1) {
                 return 0;
             }
@@ -609,6 +615,29 @@ public final class OnnxWeightTracer {
             }
         }
         return 0;
+    }
+
+    /**
+     * The number of uses that slice {@code axis} (of a 4-D tensor) only, when every use does so or reads the shape
+     * (torch computes the chunk bounds from it); else 0.
+     */
+    private int slicesAlong(List<Use> us, int axis) {
+        int slices = 0;
+        for (Use u : us) {
+            NodeProto n = u.node;
+            if (n.getOpType().equals("Shape")) {
+                continue;
+            }
+            if (!n.getOpType().equals("Slice") || u.index != 0 || n.getInputCount() < 4) {
+                return 0;
+            }
+            long[] axes = longs(n.getInput(3));
+            if (axes == null || axes.length != 1 || (axes[0] < 0 ? axes[0] + 4 : axes[0]) != axis) {
+                return 0;
+            }
+            slices++;
+        }
+        return slices;
     }
 
     private static Projection classify(String hfName) {
