@@ -8,7 +8,9 @@ import java.util.OptionalInt;
  *
  * @param attentionHeads query heads, from the last two entries ({@code heads, headDim}) of the shape a query
  *     projection is reshaped to ({@code Constant} ints in a {@code Concat} feeding a {@code Reshape}); a {@code -1}
- *     entry is resolved from the projection's output width
+ *     entry is resolved from the projection's output width; a fused QKV reshaped per head to {@code [heads, n ×
+ *     headDim]} and split along its last axis afterwards (GPT-NeoX: a {@code Split}, or torch's one {@code Slice} per
+ *     part) gives {@code headDim} as the width of one part
  * @param keyValueHeads key/value heads (fewer than {@code attentionHeads} with grouped-query attention)
  * @param headDim dimension per head
  * @param layerNormEpsilon the most common epsilon: a {@code LayerNormalization} node's attribute, or the scalar
