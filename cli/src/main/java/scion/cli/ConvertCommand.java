@@ -10,11 +10,8 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -54,11 +51,8 @@ final class ConvertCommand implements Callable<Integer> {
     @Option(names = "--dtype", paramLabel = "f32|f16|bf16", description = "Store floating-point weights in this dtype.")
     String dtype;
 
-    @Option(
-            names = "--shard-size",
-            paramLabel = "SIZE",
-            description = "Safetensors: cut shards at this many bytes (e.g. 5GB, 500MB, 2GiB).")
-    String shardSize;
+    @Mixin
+    ShardOptions shards;
 
     @Option(
             names = "--external-data",
@@ -86,13 +80,7 @@ final class ConvertCommand implements Callable<Integer> {
                     throw InvalidInputException.of(
                             out.toString(), "ONNX input converts to ONNX", "an output path ending in .onnx", out);
                 }
-                if (shardSize != null) {
-                    throw InvalidInputException.of(
-                            "--shard-size",
-                            "sharding applies to safetensors output",
-                            "no --shard-size for ONNX",
-                            shardSize);
-                }
+                shards.refuseForOnnx();
                 OnnxWriter.ExternalData ext = OnnxWriter.ExternalData.parse(externalData);
                 params.put("external_data", ext.shortName());
                 Map<String, String> meta = Provenance.of(
@@ -126,8 +114,8 @@ final class ConvertCommand implements Callable<Integer> {
                             "no --external-data",
                             externalData);
                 }
-                long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : parseSize(shardSize);
-                params.put("shard_size", shardSize == null ? "none" : Long.toString(shard));
+                long shard = shards.bytes();
+                params.put("shard_size", shards.describe());
                 writeSafetensors(m, target, shard, params, summary);
             }
         }
@@ -219,27 +207,5 @@ final class ConvertCommand implements Callable<Integer> {
             throw InvalidInputException.of("--dtype", "unsupported target dtype", "f32, f16 or bf16", "'" + s + "'");
         }
         return d;
-    }
-
-    private static final Pattern SIZE = Pattern.compile("(?i)\\s*([0-9]+(?:\\.[0-9]+)?)\\s*([kmgt]?i?b?)\\s*");
-
-    /** Parses {@code 5GB} (10^9), {@code 2GiB} (2^30), {@code 500MB}, {@code 123} (bytes). */
-    static long parseSize(String s) {
-        Matcher m = SIZE.matcher(s);
-        if (!m.matches()) {
-            throw InvalidInputException.of(
-                    "--shard-size", "not a size", "a number with an optional unit like 5GB or 2GiB", "'" + s + "'");
-        }
-        double v = Double.parseDouble(m.group(1));
-        String u = m.group(2).toLowerCase(Locale.ROOT);
-        boolean binary = u.contains("i");
-        double base = binary ? 1024 : 1000;
-        int power = u.isEmpty() || u.equals("b") ? 0 : "kmgt".indexOf(u.charAt(0)) + 1;
-        double bytes = v * Math.pow(base, power);
-        if (bytes < 1 || bytes > Long.MAX_VALUE / 2) {
-            throw InvalidInputException.of(
-                    "--shard-size", "size out of range", "between 1 byte and 4 EB", "'" + s + "'");
-        }
-        return (long) bytes;
     }
 }

@@ -23,7 +23,6 @@ import scion.io.Provenance;
 import scion.io.arch.Dims;
 import scion.io.config.ModelConfig;
 import scion.io.onnx.OnnxWriter;
-import scion.io.safetensors.SafetensorsWriter;
 
 /**
  * {@code scion grow MODEL OUT}: a larger model from a smaller one — wider by HyperCloning ({@code --width}, {@code
@@ -104,11 +103,8 @@ final class GrowCommand implements Callable<Integer> {
             description = "Source block indices after which new blocks go, one per new block.")
     String positions;
 
-    @Option(
-            names = "--shard-size",
-            paramLabel = "SIZE",
-            description = "Cut output shards at this many bytes (e.g. 5GB, 2GiB).")
-    String shardSize;
+    @Mixin
+    ShardOptions shards;
 
     @Mixin
     OutputOptions output;
@@ -156,7 +152,7 @@ final class GrowCommand implements Callable<Integer> {
             if (onnx) {
                 growOnnx(m, widthParams, depthParams, summary);
             } else {
-                long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+                long shard = shards.bytes();
                 GrowthPlan plan = GrowthPlan.plan(m.graph(), widthParams, depthParams);
                 write(m, plan, shard, summary);
             }
@@ -167,7 +163,7 @@ final class GrowCommand implements Callable<Integer> {
 
     private void write(Model m, GrowthPlan plan, long shard, Map<String, Object> summary) {
         Map<String, String> params = new LinkedHashMap<>(plan.parameters());
-        params.put("shard_size", shardSize == null ? "none" : Long.toString(shard));
+        params.put("shard_size", shards.describe());
         Map<String, String> meta = new LinkedHashMap<>(m.checkpoint().metadata());
         meta.putAll(Provenance.of(
                 Scion.version(), "grow", params, Map.of(in.getFileName().toString(), m.checkpoint())));
@@ -208,10 +204,7 @@ final class GrowCommand implements Callable<Integer> {
             throw InvalidInputException.of(
                     out.toString(), "ONNX input grows to ONNX", "an output path ending in .onnx", out);
         }
-        if (shardSize != null) {
-            throw InvalidInputException.of(
-                    "--shard-size", "sharding applies to safetensors output", "no --shard-size for ONNX", shardSize);
-        }
+        shards.refuseForOnnx();
         OnnxGrowth.Plan plan = OnnxGrowth.plan(m, widthParams.orElseThrow());
         Map<String, String> params = new LinkedHashMap<>(plan.width().params().describe());
         params.put("kv", plan.width().kvMode().id());

@@ -19,7 +19,6 @@ import scion.io.InvalidInputException;
 import scion.io.Model;
 import scion.io.Provenance;
 import scion.io.onnx.OnnxWriter;
-import scion.io.safetensors.SafetensorsWriter;
 import scion.io.tensor.Tensor;
 import scion.merge.ImportanceProvider;
 import scion.merge.MergeConfig;
@@ -74,11 +73,8 @@ final class MergeCommand implements Callable<Integer> {
             description = "Seed of randomised methods (dare, della, arcee_fusion sampling). Default: ${DEFAULT-VALUE}.")
     long seed;
 
-    @Option(
-            names = "--shard-size",
-            paramLabel = "SIZE",
-            description = "Cut output shards at this many bytes (e.g. 5GB, 2GiB).")
-    String shardSize;
+    @Mixin
+    ShardOptions shards;
 
     @Mixin
     OutputOptions output;
@@ -180,10 +176,7 @@ final class MergeCommand implements Callable<Integer> {
                     throw InvalidInputException.of(
                             out.toString(), "ONNX models merge into an ONNX file", "a path ending in .onnx", out);
                 }
-                if (shardSize != null) {
-                    throw InvalidInputException.of(
-                            "--shard-size", "applies to safetensors output", "no --shard-size for ONNX", shardSize);
-                }
+                shards.refuseForOnnx();
                 OnnxWriter.Written w;
                 try (Progress bar = Progress.forTerminal("merging", total)) {
                     Map<String, Tensor> repl = plan.replacements(merger);
@@ -203,7 +196,7 @@ final class MergeCommand implements Callable<Integer> {
                     throw InvalidInputException.of(
                             out.toString(), "a merged model needs its own config.json", "an output folder", out);
                 }
-                long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+                long shard = shards.bytes();
                 CheckpointFolder folder = CheckpointFolder.at(out, meta)
                         .force(output.force)
                         .shardSize(shard)

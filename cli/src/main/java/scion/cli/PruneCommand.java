@@ -23,7 +23,6 @@ import scion.io.config.ModelConfig.Field;
 import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.calibration.Calibration;
 import scion.io.runtime.calibration.ResidualStats;
-import scion.io.safetensors.SafetensorsWriter;
 import scion.prune.LayerDrop;
 import scion.prune.OnnxLayerDrop;
 
@@ -78,11 +77,8 @@ final class PruneCommand implements Callable<Integer> {
             description = "Draw the angular distance d(l, n) for every start l and block length n (needs --calib).")
     Path plot;
 
-    @Option(
-            names = "--shard-size",
-            paramLabel = "SIZE",
-            description = "Cut output shards at this many bytes (e.g. 5GB; safetensors output).")
-    String shardSize;
+    @Mixin
+    ShardOptions shards;
 
     @Mixin
     CalibrationOptions calibration;
@@ -286,9 +282,8 @@ final class PruneCommand implements Callable<Integer> {
             throw InvalidInputException.of(
                     out.toString(), "a pruned model needs its own config.json", "an output folder", "a file name");
         }
-        if (onnx && shardSize != null) {
-            throw InvalidInputException.of(
-                    "--shard-size", "sharding applies to safetensors output", "no --shard-size for ONNX", shardSize);
+        if (onnx) {
+            shards.refuseForOnnx();
         }
     }
 
@@ -375,7 +370,7 @@ final class PruneCommand implements Callable<Integer> {
     }
 
     private void writeSafetensors(Model m, LayerDrop.Plan plan, Map<String, String> meta, Map<String, Object> summary) {
-        long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+        long shard = shards.bytes();
         ModelConfig cfg = LayerDrop.config(plan, m.config())
                 .with(Field.NAME, out.toAbsolutePath().normalize().getFileName().toString());
         CheckpointFolder.Written w = CheckpointFolder.at(out, meta)

@@ -21,7 +21,6 @@ import scion.io.arch.Dims;
 import scion.io.arch.WeightGraph;
 import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.calibration.Calibration;
-import scion.io.safetensors.SafetensorsWriter;
 import scion.prune.LayerDrop;
 import scion.prune.OnnxSubcloning;
 import scion.prune.Subcloning;
@@ -76,11 +75,8 @@ final class SubcloneCommand implements Callable<Integer> {
     @Option(names = "--no-rescale", description = "Do not multiply the norm scales by √(D/D').")
     boolean noRescale;
 
-    @Option(
-            names = "--shard-size",
-            paramLabel = "SIZE",
-            description = "Cut output shards at this many bytes (e.g. 5GB, 2GiB).")
-    String shardSize;
+    @Mixin
+    ShardOptions shards;
 
     @Mixin
     CalibrationOptions calibration;
@@ -106,11 +102,10 @@ final class SubcloneCommand implements Callable<Integer> {
                 throw InvalidInputException.of(
                         out.toString(), "a subcloned model needs its own config.json", "an output folder", name);
             }
-            if (onnx && shardSize != null) {
-                throw InvalidInputException.of(
-                        "--shard-size", "sharding applies to safetensors output", "no --shard-size", shardSize);
+            if (onnx) {
+                shards.refuseForOnnx();
             }
-            long shard = shardSize == null ? SafetensorsWriter.UNSHARDED : ConvertCommand.parseSize(shardSize);
+            long shard = shards.bytes();
             WeightGraph graph = m.graph();
             Subcloning.Params params = new Subcloning.Params(
                     hidden,
