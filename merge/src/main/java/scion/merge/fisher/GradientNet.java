@@ -571,29 +571,11 @@ public final class GradientNet {
                 grad(l, Role.MLP_POST_NORM, true),
                 t,
                 h);
-        float[] dact = FisherOps.linearBackward(
-                dm,
-                c.act,
-                val(l, Role.MLP_DOWN, false),
-                grad(l, Role.MLP_DOWN, false),
-                grad(l, Role.MLP_DOWN, true),
-                t,
-                f,
-                h,
-                true);
+        float[] dact = linearBackward(l, Role.MLP_DOWN, dm, c.act, t, f, h);
         for (int i = 0; i < dact.length; i++) {
             dact[i] *= c.actGrad[i];
         }
-        float[] dmid = FisherOps.linearBackward(
-                dact,
-                c.mid,
-                val(l, Role.MLP_UP, false),
-                grad(l, Role.MLP_UP, false),
-                grad(l, Role.MLP_UP, true),
-                t,
-                h,
-                f,
-                true);
+        float[] dmid = linearBackward(l, Role.MLP_UP, dact, c.mid, t, h, f);
         for (int i = 0; i < dmid.length; i++) {
             dmid[i] += dm[i];
         }
@@ -617,42 +599,15 @@ public final class GradientNet {
         int t = ps.t;
         int h = d.hidden();
         int f = d.ffn();
-        float[] dact = FisherOps.linearBackward(
-                dy,
-                c.act,
-                val(l, Role.MLP_DOWN, false),
-                grad(l, Role.MLP_DOWN, false),
-                grad(l, Role.MLP_DOWN, true),
-                t,
-                f,
-                h,
-                true);
+        float[] dact = linearBackward(l, Role.MLP_DOWN, dy, c.act, t, f, h);
         float[] dgate = new float[t * f];
         float[] dup = new float[t * f];
         for (int i = 0; i < dact.length; i++) {
             dup[i] = dact[i] * FisherOps.silu(c.gate[i]);
             dgate[i] = dact[i] * c.up[i] * FisherOps.siluGrad(c.gate[i]);
         }
-        float[] dh2 = FisherOps.linearBackward(
-                dgate,
-                c.h2,
-                val(l, Role.MLP_GATE, false),
-                grad(l, Role.MLP_GATE, false),
-                grad(l, Role.MLP_GATE, true),
-                t,
-                h,
-                f,
-                true);
-        float[] dh2u = FisherOps.linearBackward(
-                dup,
-                c.h2,
-                val(l, Role.MLP_UP, false),
-                grad(l, Role.MLP_UP, false),
-                grad(l, Role.MLP_UP, true),
-                t,
-                h,
-                f,
-                true);
+        float[] dh2 = linearBackward(l, Role.MLP_GATE, dgate, c.h2, t, h, f);
+        float[] dh2u = linearBackward(l, Role.MLP_UP, dup, c.h2, t, h, f);
         for (int i = 0; i < dh2.length; i++) {
             dh2[i] += dh2u[i];
         }
@@ -681,16 +636,7 @@ public final class GradientNet {
         int kw = nkv * hd;
         int group = nh / nkv;
         int window = s.window[l];
-        float[] dctx = FisherOps.linearBackward(
-                dout,
-                c.ctx,
-                val(l, Role.ATTN_O, false),
-                grad(l, Role.ATTN_O, false),
-                grad(l, Role.ATTN_O, true),
-                t,
-                qw,
-                h,
-                true);
+        float[] dctx = linearBackward(l, Role.ATTN_O, dout, c.ctx, t, qw, h);
         float[] dq = new float[t * qw];
         float[] dk = new float[t * kw];
         float[] dv = new float[t * kw];
@@ -743,39 +689,21 @@ public final class GradientNet {
             ropeBackward(ps, dq, t, nh);
             ropeBackward(ps, dk, t, nkv);
         }
-        float[] dh = FisherOps.linearBackward(
-                dq,
-                c.h1,
-                val(l, Role.ATTN_Q, false),
-                grad(l, Role.ATTN_Q, false),
-                grad(l, Role.ATTN_Q, true),
-                t,
-                h,
-                qw,
-                true);
-        float[] dhk = FisherOps.linearBackward(
-                dk,
-                c.h1,
-                val(l, Role.ATTN_K, false),
-                grad(l, Role.ATTN_K, false),
-                grad(l, Role.ATTN_K, true),
-                t,
-                h,
-                kw,
-                true);
-        float[] dhv = FisherOps.linearBackward(
-                dv,
-                c.h1,
-                val(l, Role.ATTN_V, false),
-                grad(l, Role.ATTN_V, false),
-                grad(l, Role.ATTN_V, true),
-                t,
-                h,
-                kw,
-                true);
+        float[] dh = linearBackward(l, Role.ATTN_Q, dq, c.h1, t, h, qw);
+        float[] dhk = linearBackward(l, Role.ATTN_K, dk, c.h1, t, h, kw);
+        float[] dhv = linearBackward(l, Role.ATTN_V, dv, c.h1, t, h, kw);
         for (int i = 0; i < dh.length; i++) {
             dh[i] += dhk[i] + dhv[i];
         }
         return dh;
+    }
+
+    /**
+     * Backward of block {@code l}'s linear weight of {@code role} on input {@code x} [t, in]: accumulates its weight
+     * (and bias, when it has one) gradient and returns the gradient of {@code x}.
+     */
+    private float[] linearBackward(int l, Role role, float[] dy, float[] x, int t, int in, int out) {
+        return FisherOps.linearBackward(
+                dy, x, val(l, role, false), grad(l, role, false), grad(l, role, true), t, in, out, true);
     }
 }
