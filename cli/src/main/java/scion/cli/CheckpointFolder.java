@@ -82,7 +82,7 @@ final class CheckpointFolder {
         return this;
     }
 
-    /** The progress bar's label. */
+    /** The progress bar's label; {@code null} for no bar (when another bar already follows the work). */
     CheckpointFolder label(String l) {
         this.label = l;
         return this;
@@ -101,7 +101,7 @@ final class CheckpointFolder {
             total = Math.addExact(total, t.byteSize());
         }
         boolean folder = !out.getFileName().toString().endsWith(".safetensors");
-        try (Progress bar = Progress.forTerminal(label, total);
+        try (Progress bar = label == null ? new Progress("", total, false) : Progress.forTerminal(label, total);
                 SafetensorsWriter.Output o = SafetensorsWriter.create()
                         .force(force)
                         .shardSize(shardSize)

@@ -1,7 +1,6 @@
 package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -25,9 +24,7 @@ import scion.io.onnx.OnnxModel;
 import scion.io.onnx.OnnxWriter;
 import scion.io.runtime.calibration.Calibration;
 import scion.io.runtime.calibration.LinearInputStats;
-import scion.io.safetensors.SafetensorsWriter;
 import scion.io.tensor.LowRankTensor;
-import scion.io.tensor.Tensor;
 import scion.lowrank.LowRankOps;
 import scion.lowrank.LowRankOutput;
 import scion.lowrank.OrtMatMul;
@@ -385,30 +382,17 @@ final class LowRankCommand implements Callable<Integer> {
             LowRankOutput.Store storeMode,
             Map<String, String> meta,
             Map<String, Object> summary) {
-        List<Tensor> tensors = LowRankOutput.safetensors(m, byName, streamed.tensors());
-        long bytes = 0;
-        for (Tensor t : tensors) {
-            bytes = Math.addExact(bytes, t.byteSize());
-        }
         String cfg = LowRankOutput.config(m.config(), byName, ranks, params, storeMode);
-        // Progress is the factorising bar: the writer's reads drive the factorisation.
-        try (SafetensorsWriter.Output o =
-                SafetensorsWriter.create().force(output.force).metadata(meta).open(out)) {
-            o.writeTensors(tensors);
-            o.addFile("config.json", cfg.getBytes(StandardCharsets.UTF_8));
-            for (Path p : ConvertCommand.companionFiles(m.location())) {
-                o.copyFile(p);
-            }
-            o.addFile("scion-recipe.json", ConvertCommand.recipe(meta));
-            // The staged folder must open as a model of its family: factors pair up and multiply to the shapes.
-            try (Model check = Model.open(o.staging())) {
-                check.graph();
-            }
-            List<Path> files = o.commit();
-            summary.put("output", out.toString());
-            summary.put("files", files.size());
-            summary.put("tensor_bytes", bytes);
-        }
+        // No writing bar: the factorising bar follows the work, since the writer's reads drive the factorisation.
+        // The staged folder must open as a model of its family: factors pair up and multiply to the shapes.
+        CheckpointFolder.Written w = CheckpointFolder.at(out, meta)
+                .force(output.force)
+                .companionsFrom(m.location())
+                .label(null)
+                .write(LowRankOutput.safetensors(m, byName, streamed.tensors()), cfg);
+        summary.put("output", out.toString());
+        summary.put("files", w.files().size());
+        summary.put("tensor_bytes", w.tensorBytes());
     }
 
     private void writeOnnx(
