@@ -20,6 +20,7 @@ import scion.io.Model;
 import scion.io.Provenance;
 import scion.io.onnx.OnnxWriter;
 import scion.io.tensor.Tensor;
+import scion.io.tensor.TensorEngine;
 import scion.merge.ImportanceProvider;
 import scion.merge.MergeConfig;
 import scion.merge.MergeMethod;
@@ -81,6 +82,9 @@ final class MergeCommand implements Callable<Integer> {
 
     @Mixin
     CalibrationOptions calib;
+
+    @Mixin
+    ThreadOptions threads;
 
     @Spec
     picocli.CommandLine.Model.CommandSpec spec;
@@ -152,12 +156,14 @@ final class MergeCommand implements Callable<Integer> {
                         spec.commandLine().getParseResult(),
                         seed,
                         out,
-                        spec.commandLine().getErr())) {
+                        spec.commandLine().getErr());
+                TensorEngine engine = TensorEngine.of(threads.threads())) {
             if (fisher != null) {
                 importance = fisher.importance();
                 summary.put("fisher", fisher.report());
             }
-            Merger merger = new Merger(plan.models(), importance, seed);
+            Merger merger = new Merger(plan.models(), importance, seed, engine);
+            merger.checkMemory(plan.jobs());
             Map<String, String> prov = new LinkedHashMap<>(plan.describe());
             prov.put("seed", Long.toString(seed));
             Map<String, Checkpoint> inputs = new LinkedHashMap<>();

@@ -31,6 +31,11 @@ public final class LinearMerge implements MergeMethod {
     }
 
     @Override
+    public ChunkedMerge chunked(TensorSpec t) {
+        return MergeMethod.elementwise(this, t);
+    }
+
+    @Override
     public float[] merge(TensorMerge t) {
         int n = t.numel();
         float[] acc = new float[n];

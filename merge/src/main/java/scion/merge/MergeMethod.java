@@ -64,6 +64,20 @@ public interface MergeMethod {
      */
     float[] merge(TensorMerge t);
 
+    /**
+     * This method's block-wise form for one tensor ({@link ChunkedMerge}: statistics passes, then row blocks), or null
+     * when it needs every input whole at once; the loop then holds them whole, within the memory plan. The block-wise
+     * form must give the values {@link #merge} gives (up to the summation order of float64 statistics).
+     */
+    default ChunkedMerge chunked(TensorSpec t) {
+        return null;
+    }
+
+    /** The block-wise form of a method whose every output element depends only on the same element of its inputs. */
+    static ChunkedMerge elementwise(MergeMethod m, TensorSpec t) {
+        return b -> m.merge(t.block(b));
+    }
+
     /** How a method uses {@code base_model}. */
     enum BaseUse {
         REQUIRED,

@@ -1,7 +1,6 @@
 package scion.merge;
 
 import java.util.Arrays;
-import java.util.SplittableRandom;
 
 /** Numeric kernels shared by the merge methods: float32 arrays, row-major, in place where the name says so. */
 public final class MergeOps {
@@ -146,8 +145,16 @@ public final class MergeOps {
         return rank;
     }
 
-    /** A uniform double in [0, 1) per element, in index order, from {@code seed}. */
-    static SplittableRandom rng(long seed) {
-        return new SplittableRandom(seed);
+    /**
+     * A uniform double in {@code [0, 1)} that is a function of {@code seed} and {@code index} alone (a counter-based
+     * generator: the SplitMix64 finaliser of {@code seed + (index + 1)·γ}, 53 bits), so the elements of a tensor can be
+     * drawn in any order, by any number of threads, with the same result.
+     */
+    public static double uniform(long seed, long index) {
+        long z = seed + (index + 1) * 0x9E3779B97F4A7C15L;
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        z = z ^ (z >>> 31);
+        return (z >>> 11) * 0x1.0p-53;
     }
 }

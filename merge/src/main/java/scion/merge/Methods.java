@@ -34,32 +34,41 @@ final class Methods {
      */
     static MergeMethod slerp() {
         return new SimpleMethod(
-                "slerp",
-                "spherical interpolation between the base (t=0) and one model (t=1)",
-                BaseUse.REQUIRED,
-                List.of(global("t", null, "interpolation factor (0 = base)")),
-                false,
-                (m, b) -> need(b, "slerp needs a base_model (the t = 0 end)"),
-                t -> {
-                    int[] o = t.nonBase();
-                    if (o.length == 0) {
-                        return t.base().clone();
-                    }
-                    if (o.length != 1) {
-                        throw InvalidInputException.of(
-                                "slerp", "merges the base with exactly one model", "1 other model", o.length);
-                    }
-                    return slerp(t.params().number("t"), t.base(), t.values().get(o[0]));
-                });
+                        "slerp",
+                        "spherical interpolation between the base (t=0) and one model (t=1)",
+                        BaseUse.REQUIRED,
+                        List.of(global("t", null, "interpolation factor (0 = base)")),
+                        false,
+                        (m, b) -> need(b, "slerp needs a base_model (the t = 0 end)"),
+                        t -> {
+                            int[] o = t.nonBase();
+                            if (o.length == 0) {
+                                return t.base().clone();
+                            }
+                            if (o.length != 1) {
+                                throw InvalidInputException.of(
+                                        "slerp", "merges the base with exactly one model", "1 other model", o.length);
+                            }
+                            return slerp(
+                                    t.params().number("t"), t.base(), t.values().get(o[0]));
+                        })
+                .withChunks(Methods::slerpChunks);
     }
 
     static float[] slerp(double t, float[] v0, float[] v1) {
-        double n0 = MergeOps.norm(v0);
-        double n1 = MergeOps.norm(v1);
+        float[] c = slerpCoefficients(t, MergeOps.dot(v0, v0), MergeOps.dot(v1, v1), MergeOps.dot(v0, v1));
+        float[] out = new float[v0.length];
+        slerpApply(c, v0, v1, out);
+        return out;
+    }
+
+    /** SLERP's two float32 coefficients from the squared norms and the dot product of the flattened tensors. */
+    private static float[] slerpCoefficients(double t, double n0sq, double n1sq, double dot01) {
+        double n0 = Math.sqrt(n0sq);
+        double n1 = Math.sqrt(n1sq);
         double s0n = n0 > 1e-8 ? n0 : 1;
         double s1n = n1 > 1e-8 ? n1 : 1;
-        double dot = MergeOps.dot(v0, v1) / (s0n * s1n);
-        float[] out = new float[v0.length];
+        double dot = dot01 / (s0n * s1n);
         double a;
         double b;
         if (Math.abs(dot) > 0.9995) {
@@ -71,12 +80,61 @@ final class Methods {
             a = Math.sin(theta0 - theta0 * t) / sin0;
             b = Math.sin(theta0 * t) / sin0;
         }
-        float fa = (float) a;
-        float fb = (float) b;
+        return new float[] {(float) a, (float) b};
+    }
+
+    private static void slerpApply(float[] c, float[] v0, float[] v1, float[] out) {
+        float fa = c[0];
+        float fb = c[1];
         for (int i = 0; i < out.length; i++) {
             out[i] = fa * v0[i] + fb * v1[i];
         }
-        return out;
+    }
+
+    /** SLERP in blocks: one pass for the norms and the dot product (float64, per statistics block), then lerp. */
+    private static ChunkedMerge slerpChunks(TensorSpec s) {
+        int[] o = s.nonBase();
+        if (o.length != 1 || !s.hasBase()) {
+            return null; // the whole-tensor kernel copies the base or refuses
+        }
+        int other = o[0];
+        double t = s.params().number("t");
+        return new ChunkedMerge() {
+            private final double[] sums = new double[3];
+            private float[] coefficients;
+
+            @Override
+            public int passes() {
+                return 1;
+            }
+
+            @Override
+            public Object observe(int pass, Block b) {
+                float[] v0 = b.base();
+                float[] v1 = b.values().get(other);
+                return new double[] {MergeOps.dot(v0, v0), MergeOps.dot(v1, v1), MergeOps.dot(v0, v1)};
+            }
+
+            @Override
+            public void accept(int pass, Object partial) {
+                double[] d = (double[]) partial;
+                for (int i = 0; i < 3; i++) {
+                    sums[i] += d[i];
+                }
+            }
+
+            @Override
+            public void endPass(int pass) {
+                coefficients = slerpCoefficients(t, sums[0], sums[1], sums[2]);
+            }
+
+            @Override
+            public float[] apply(Block b) {
+                float[] out = new float[b.length()];
+                slerpApply(coefficients, b.base(), b.values().get(other), out);
+                return out;
+            }
+        };
     }
 
     /**
@@ -465,38 +523,40 @@ final class Methods {
      */
     static MergeMethod nearswap() {
         return new SimpleMethod(
-                "nearswap",
-                "take the other model's value where it is within t of the base",
-                BaseUse.REQUIRED,
-                List.of(global("t", null, "sameness threshold (> 0)")),
-                false,
-                (m, b) -> need(b, "nearswap needs a base_model"),
-                t -> {
-                    int[] o = t.nonBase();
-                    if (o.length == 0) {
-                        return t.base().clone();
-                    }
-                    if (o.length != 1) {
-                        throw InvalidInputException.of("nearswap", "merges the base with one model", 1, o.length);
-                    }
-                    double th = t.params().number("t");
-                    if (th <= 0) {
-                        throw InvalidInputException.of("parameter 't'", "nearswap threshold", "t > 0", th);
-                    }
-                    float[] v0 = t.base();
-                    float[] v1 = t.values().get(o[0]);
-                    float tf = (float) th;
-                    float[] out = new float[v0.length];
-                    for (int i = 0; i < out.length; i++) {
-                        float l = tf / Math.abs(v0[i] - v1[i]);
-                        if (Float.isNaN(l) || Float.isInfinite(l)) {
-                            l = 1f;
-                        }
-                        l = Math.max(0f, Math.min(1f, l));
-                        out[i] = l * v1[i] + (1 - l) * v0[i];
-                    }
-                    return out;
-                });
+                        "nearswap",
+                        "take the other model's value where it is within t of the base",
+                        BaseUse.REQUIRED,
+                        List.of(global("t", null, "sameness threshold (> 0)")),
+                        false,
+                        (m, b) -> need(b, "nearswap needs a base_model"),
+                        t -> {
+                            int[] o = t.nonBase();
+                            if (o.length == 0) {
+                                return t.base().clone();
+                            }
+                            if (o.length != 1) {
+                                throw InvalidInputException.of(
+                                        "nearswap", "merges the base with one model", 1, o.length);
+                            }
+                            double th = t.params().number("t");
+                            if (th <= 0) {
+                                throw InvalidInputException.of("parameter 't'", "nearswap threshold", "t > 0", th);
+                            }
+                            float[] v0 = t.base();
+                            float[] v1 = t.values().get(o[0]);
+                            float tf = (float) th;
+                            float[] out = new float[v0.length];
+                            for (int i = 0; i < out.length; i++) {
+                                float l = tf / Math.abs(v0[i] - v1[i]);
+                                if (Float.isNaN(l) || Float.isInfinite(l)) {
+                                    l = 1f;
+                                }
+                                l = Math.max(0f, Math.min(1f, l));
+                                out[i] = l * v1[i] + (1 - l) * v0[i];
+                            }
+                            return out;
+                        })
+                .elementwise();
     }
 
     /**
@@ -585,32 +645,33 @@ final class Methods {
      */
     static MergeMethod ram() {
         return new SimpleMethod(
-                "ram",
-                "RAM: unique task-vector entries kept whole, shared ones averaged",
-                BaseUse.REQUIRED,
-                List.of(global("epsilon", 1e-5, "|delta| above which a model contributes")),
-                false,
-                (m, b) -> need(b, "ram needs a base_model"),
-                t -> {
-                    int[] o = t.nonBase();
-                    float[] base = t.base();
-                    float eps = (float) t.params().number("epsilon");
-                    int n = base.length;
-                    float[] out = new float[n];
-                    for (int i = 0; i < n; i++) {
-                        float sum = 0;
-                        int count = 0;
-                        for (int k : o) {
-                            float d = t.values().get(k)[i] - base[i];
-                            if (Math.abs(d) > eps) {
-                                sum += d;
-                                count++;
+                        "ram",
+                        "RAM: unique task-vector entries kept whole, shared ones averaged",
+                        BaseUse.REQUIRED,
+                        List.of(global("epsilon", 1e-5, "|delta| above which a model contributes")),
+                        false,
+                        (m, b) -> need(b, "ram needs a base_model"),
+                        t -> {
+                            int[] o = t.nonBase();
+                            float[] base = t.base();
+                            float eps = (float) t.params().number("epsilon");
+                            int n = base.length;
+                            float[] out = new float[n];
+                            for (int i = 0; i < n; i++) {
+                                float sum = 0;
+                                int count = 0;
+                                for (int k : o) {
+                                    float d = t.values().get(k)[i] - base[i];
+                                    if (Math.abs(d) > eps) {
+                                        sum += d;
+                                        count++;
+                                    }
+                                }
+                                out[i] = base[i] + (count > 1 ? sum / count : sum);
                             }
-                        }
-                        out[i] = base[i] + (count > 1 ? sum / count : sum);
-                    }
-                    return out;
-                });
+                            return out;
+                        })
+                .elementwise();
     }
 
     /**
@@ -706,25 +767,26 @@ final class Methods {
     /** Passthrough: the single source tensor, times its optional {@code scale}. Frankenmerges use it per slice. */
     static MergeMethod passthrough() {
         return new SimpleMethod(
-                "passthrough",
-                "copy one model's tensors (frankenmerges with slices)",
-                BaseUse.UNUSED,
-                List.of(perModel("scale", 1.0, "multiplies the tensor")),
-                false,
-                (m, b) -> need(m == 1, "passthrough takes exactly one model per slice"),
-                t -> {
-                    if (t.models() != 1) {
-                        throw InvalidInputException.of(
-                                "passthrough: tensor '" + t.name() + "'", "takes one source", 1, t.models());
-                    }
-                    float[] v = t.values().get(0);
-                    float s = (float) t.modelParams().get(0).number("scale");
-                    if (s != 1f) {
-                        for (int i = 0; i < v.length; i++) {
-                            v[i] *= s;
-                        }
-                    }
-                    return v;
-                });
+                        "passthrough",
+                        "copy one model's tensors (frankenmerges with slices)",
+                        BaseUse.UNUSED,
+                        List.of(perModel("scale", 1.0, "multiplies the tensor")),
+                        false,
+                        (m, b) -> need(m == 1, "passthrough takes exactly one model per slice"),
+                        t -> {
+                            if (t.models() != 1) {
+                                throw InvalidInputException.of(
+                                        "passthrough: tensor '" + t.name() + "'", "takes one source", 1, t.models());
+                            }
+                            float[] v = t.values().get(0);
+                            float s = (float) t.modelParams().get(0).number("scale");
+                            if (s != 1f) {
+                                for (int i = 0; i < v.length; i++) {
+                                    v[i] *= s;
+                                }
+                            }
+                            return v;
+                        })
+                .elementwise();
     }
 }

@@ -14,6 +14,7 @@ final class SimpleMethod implements MergeMethod {
     private final boolean randomized;
     private final BiFunction<Integer, Boolean, Optional<String>> check;
     private final Function<TensorMerge, float[]> kernel;
+    private final Function<TensorSpec, ChunkedMerge> chunks; // null: whole tensors only
 
     SimpleMethod(
             String id,
@@ -23,6 +24,18 @@ final class SimpleMethod implements MergeMethod {
             boolean randomized,
             BiFunction<Integer, Boolean, Optional<String>> check,
             Function<TensorMerge, float[]> kernel) {
+        this(id, summary, baseUse, params, randomized, check, kernel, null);
+    }
+
+    private SimpleMethod(
+            String id,
+            String summary,
+            BaseUse baseUse,
+            List<Param> params,
+            boolean randomized,
+            BiFunction<Integer, Boolean, Optional<String>> check,
+            Function<TensorMerge, float[]> kernel,
+            Function<TensorSpec, ChunkedMerge> chunks) {
         this.id = id;
         this.summary = summary;
         this.baseUse = baseUse;
@@ -30,6 +43,17 @@ final class SimpleMethod implements MergeMethod {
         this.randomized = randomized;
         this.check = check;
         this.kernel = kernel;
+        this.chunks = chunks;
+    }
+
+    /** This method with a block-wise form ({@link MergeMethod#chunked}). */
+    SimpleMethod withChunks(Function<TensorSpec, ChunkedMerge> f) {
+        return new SimpleMethod(id, summary, baseUse, params, randomized, check, kernel, f);
+    }
+
+    /** This method, element-wise: its kernel runs on each block alone. */
+    SimpleMethod elementwise() {
+        return withChunks(t -> MergeMethod.elementwise(this, t));
     }
 
     @Override
@@ -65,5 +89,10 @@ final class SimpleMethod implements MergeMethod {
     @Override
     public float[] merge(TensorMerge t) {
         return kernel.apply(t);
+    }
+
+    @Override
+    public ChunkedMerge chunked(TensorSpec t) {
+        return chunks == null ? null : chunks.apply(t);
     }
 }

@@ -3,7 +3,6 @@ package scion.merge;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
-import java.util.SplittableRandom;
 
 /**
  * mergekit's generalized task arithmetic: task arithmetic (Ilharco et al. 2023), TIES (Yadav et al. 2023), DARE (Yu
@@ -147,141 +146,507 @@ public final class TaskArithmeticMerge implements MergeMethod {
 
     @Override
     public float[] merge(TensorMerge t) {
-        float[] base = t.base();
-        int n = base.length;
-        int[] tasks = t.nonBase();
-        if (tasks.length == 0) {
-            return base.clone();
+        if (t.nonBase().length == 0) {
+            return t.base().clone();
         }
-        boolean rescale = t.params().flag("rescale");
-        float[] w = new float[tasks.length];
-        List<float[]> deltas = new ArrayList<>(tasks.length);
-        for (int k = 0; k < tasks.length; k++) {
-            int m = tasks[k];
-            MergeParams p = t.modelParams().get(m);
-            float[] d = t.values().get(m); // owned: becomes the task vector
-            MergeOps.subInPlace(d, base);
-            sparsify(d, p, rescale, t.rows(), new SplittableRandom(t.seed() ^ (0x9E3779B97F4A7C15L * (m + 1))));
-            w[k] = (float) p.number("weight");
-            for (int i = 0; i < n; i++) {
-                d[i] *= w[k];
+        // The whole tensor is one block: the same code as the block-wise form, so both give the same values.
+        Kernel k = new Kernel(TensorSpec.of(t), t.shape().length >= 2 ? t.numel() / t.rows() : t.numel());
+        for (int p = 0; p < k.passes(); p++) {
+            List<float[]> copies = new ArrayList<>();
+            for (float[] v : t.values()) {
+                copies.add(v.clone());
             }
-            deltas.add(d);
+            k.accept(p, k.observe(p, new ChunkedMerge.Block(0, t.numel(), 0, t.rows(), copies, t.base())));
+            k.endPass(p);
         }
-        boolean normalize = t.params().flag("normalize");
-        float lambda = (float) t.params().number("lambda");
-        float[] out = base; // owned by this merge: the result is written over the base's copy
-        float wsum = 0;
-        for (float x : w) {
-            wsum += x;
-        }
-        float plainDivisor = Math.abs(wsum) < 1e-8f ? 1f : wsum;
-        float[][] dd = deltas.toArray(new float[0][]);
-        int m = dd.length;
-        for (int i = 0; i < n; i++) {
-            float mixed = 0;
-            float divisor;
-            if (consensus) {
-                float s = 0;
-                for (int k = 0; k < m; k++) {
-                    s += dd[k][i];
-                }
-                boolean positive = s >= 0; // majority sign; zero deltas never vote with it
-                divisor = 0;
-                for (int k = 0; k < m; k++) {
-                    float v = dd[k][i];
-                    if (positive ? v > 0 : v < 0) {
-                        mixed += v;
-                        divisor += w[k];
-                    }
-                }
-                if (divisor == 0) {
-                    divisor = 1;
-                }
-            } else {
-                for (int k = 0; k < m; k++) {
-                    mixed += dd[k][i];
-                }
-                divisor = plainDivisor;
-            }
-            if (normalize) {
-                mixed /= divisor;
-            }
-            out[i] = base[i] + lambda * mixed;
-        }
-        return out;
+        return k.apply(new ChunkedMerge.Block(0, t.numel(), 0, t.rows(), t.values(), t.base()));
     }
 
-    private void sparsify(float[] d, MergeParams p, boolean rescale, int rows, SplittableRandom rng) {
-        double density = p.number("density");
-        if (sparsify == Sparsify.NONE || density >= 1) {
-            return;
+    @Override
+    public ChunkedMerge chunked(TensorSpec t) {
+        if (t.nonBase().length == 0 || sparsify == Sparsify.DELLA_MAGPRUNE && t.shape().length < 2) {
+            return null; // a copy of the base; or della over a vector, whose one "row" is the whole tensor
         }
-        int n = d.length;
-        double before = rescale ? MergeOps.l1(d) : 0;
-        switch (sparsify) {
-            case MAGNITUDE: {
-                int k = (int) (density * n);
-                if (k <= 0) {
-                    throw new scion.io.InvalidInputException(
-                            "parameter 'density': " + density + " keeps no element of a tensor of " + n
-                                    + "; expected density ≥ 1/" + n + ", found " + density);
-                }
-                MergeOps.keepMagnitudeRanks(d, n - k, n);
-                break;
-            }
-            case MAGNITUDE_OUTLIERS: {
-                int target = (int) (density * n);
-                int top = (int) (p.number("gamma") * n);
-                int bot = n - target - top;
-                if (bot < 0) {
-                    top += bot;
-                    bot = 0;
-                }
-                MergeOps.keepMagnitudeRanks(d, bot, n - top);
-                break;
-            }
-            case RANDOM: {
-                for (int i = 0; i < n; i++) {
-                    if (!(rng.nextDouble() < density)) {
-                        d[i] = 0f;
+        return new Kernel(t, scion.io.tensor.BlockedTensor.rowLength(t.shape()));
+    }
+
+    /**
+     * The method on one tensor, block by block. Passes (each only when needed): the high 16 bits of every task
+     * vector's magnitudes are counted ({@code HIGH}), then the low 16 bits within the buckets that hold the rank
+     * bounds ({@code LOW}) — an exact radix select of the bounds over the whole tensor — then the elements equal to
+     * each bound are counted per statistics block ({@code EQUAL}), so that a block knows how many came before it (ties
+     * at a bound go by index, as a stable sort); finally the L1 norms before and after sparsifying ({@code L1}) for
+     * {@code rescale}. Random masks come from a counter-based generator ({@link MergeOps#uniform}): each element's draw
+     * is a function of the seed, the model and the element's index, so blocks can be drawn in any order.
+     */
+    private final class Kernel implements ChunkedMerge {
+        private static final int HIGH = 0;
+        private static final int LOW = 1;
+        private static final int EQUAL = 2;
+        private static final int L1 = 3;
+
+        private final TensorSpec t;
+        private final long n;
+        private final long rowLength;
+        private final int[] tasks;
+        private final double[] density;
+        private final boolean[] selects; // magnitude rank selection for this task
+        private final long[] lo; // kept ranks [lo, hi) by ascending magnitude
+        private final long[] hi;
+        private final boolean rescale;
+        private final int[] passes;
+        private final long[] seeds;
+        // statistics, per task
+        private final long[][] highHist;
+        private final long[][][] lowHist; // [task][bound][65536]
+        private final int[][] bucket; // [task][bound] high bucket of the bound's rank
+        private final long[][] belowBucket; // [task][bound] elements below that bucket
+        private final float[][] bound; // [task][bound] |δ| at rank lo, at rank hi - 1
+        private final long[][] below; // [task][bound] elements strictly below the bound
+        private final List<long[][]> equalCounts = new ArrayList<>(); // per statistics block: [task][bound]
+        private final List<Long> equalStarts = new ArrayList<>(); // the first element of each statistics block
+        private final java.util.Map<Long, long[][]> equalBefore = new java.util.HashMap<>(); // block start → counts
+        private final double[] l1Before;
+        private final double[] l1After;
+        private float[] scale;
+
+        Kernel(TensorSpec t, long rowLength) {
+            this.t = t;
+            this.n = t.numel();
+            this.rowLength = rowLength;
+            this.tasks = t.nonBase();
+            int m = tasks.length;
+            density = new double[m];
+            selects = new boolean[m];
+            lo = new long[m];
+            hi = new long[m];
+            seeds = new long[m];
+            boolean anySelect = false;
+            boolean anySparse = false;
+            for (int k = 0; k < m; k++) {
+                MergeParams p = t.modelParams().get(tasks[k]);
+                density[k] = p.number("density");
+                seeds[k] = t.seed() ^ (0x9E3779B97F4A7C15L * (tasks[k] + 1));
+                boolean sparse = sparsify != Sparsify.NONE && density[k] < 1;
+                anySparse |= sparse;
+                if (sparse && sparsify == Sparsify.MAGNITUDE) {
+                    long keep = (long) (density[k] * n);
+                    if (keep <= 0) {
+                        throw new scion.io.InvalidInputException(
+                                "parameter 'density': " + density[k] + " keeps no element of a tensor of " + n
+                                        + "; expected density ≥ 1/" + n + ", found " + density[k]);
+                    }
+                    lo[k] = n - keep;
+                    hi[k] = n;
+                    selects[k] = true;
+                } else if (sparse && sparsify == Sparsify.MAGNITUDE_OUTLIERS) {
+                    long target = (long) (density[k] * n);
+                    long top = (long) (p.number("gamma") * n);
+                    long bot = n - target - top;
+                    if (bot < 0) {
+                        top += bot;
+                        bot = 0;
+                    }
+                    lo[k] = bot;
+                    hi[k] = n - top;
+                    selects[k] = true;
+                } else if (sparse && sparsify == Sparsify.DELLA_MAGPRUNE && density[k] > 0) {
+                    double eps = p.number("epsilon");
+                    if (density[k] + eps >= 1 || density[k] - eps <= 0) {
+                        throw scion.io.InvalidInputException.of(
+                                "parameter 'epsilon'",
+                                "density ± epsilon leaves (0, 1)",
+                                "0 < density − epsilon and density + epsilon < 1",
+                                "density " + density[k] + ", epsilon " + eps);
                     }
                 }
-                break;
+                if (selects[k] && (lo[k] <= 0 && hi[k] >= n || hi[k] <= lo[k])) {
+                    selects[k] = false; // keep all, or none: no statistics needed
+                }
+                anySelect |= selects[k];
             }
-            case DELLA_MAGPRUNE: {
-                if (density <= 0) {
-                    java.util.Arrays.fill(d, 0f);
-                    return;
-                }
-                double eps = p.number("epsilon");
-                if (density + eps >= 1 || density - eps <= 0) {
-                    throw scion.io.InvalidInputException.of(
-                            "parameter 'epsilon'",
-                            "density ± epsilon leaves (0, 1)",
-                            "0 < density − epsilon and density + epsilon < 1",
-                            "density " + density + ", epsilon " + eps);
-                }
-                int r = n % rows == 0 ? rows : 1;
-                int c = n / r;
-                for (int row = 0; row < r; row++) {
-                    int off = row * c;
-                    int[] rank = MergeOps.magnitudeRanks(d, off, c);
-                    for (int j = 0; j < c; j++) {
-                        double norm = c > 1 ? rank[j] / (double) (c - 1) : 0;
-                        double prob = density - eps + norm * 2 * eps;
-                        if (!(rng.nextDouble() < prob)) {
-                            d[off + j] = 0f;
+            rescale = t.params().flag("rescale") && anySparse;
+            java.util.List<Integer> ps = new ArrayList<>();
+            if (anySelect) {
+                ps.add(HIGH);
+                ps.add(LOW);
+                ps.add(EQUAL);
+            }
+            if (rescale) {
+                ps.add(L1);
+            }
+            passes = ps.stream().mapToInt(Integer::intValue).toArray();
+            highHist = new long[m][];
+            lowHist = new long[m][2][];
+            bucket = new int[m][2];
+            belowBucket = new long[m][2];
+            bound = new float[m][2];
+            below = new long[m][2];
+            l1Before = new double[m];
+            l1After = new double[m];
+        }
+
+        @Override
+        public int passes() {
+            return passes.length;
+        }
+
+        /** The task vector of task {@code k} over block {@code b}: {@code θ − base}, in the block's own array. */
+        private float[] delta(Block b, int k) {
+            float[] d = b.values().get(tasks[k]);
+            MergeOps.subInPlace(d, b.base());
+            return d;
+        }
+
+        @Override
+        public Object observe(int pass, Block b) {
+            int m = tasks.length;
+            switch (passes[pass]) {
+                case HIGH: {
+                    int[][] h = new int[m][];
+                    for (int k = 0; k < m; k++) {
+                        if (selects[k]) {
+                            h[k] = new int[1 << 16];
+                            for (float v : delta(b, k)) {
+                                h[k][(Float.floatToRawIntBits(v) & 0x7fffffff) >>> 16]++;
+                            }
                         }
                     }
+                    return h;
                 }
-                break;
+                case LOW: {
+                    int[][][] h = new int[m][2][];
+                    for (int k = 0; k < m; k++) {
+                        if (selects[k]) {
+                            float[] d = delta(b, k);
+                            for (int j = 0; j < 2; j++) {
+                                int[] hj = h[k][j] = new int[1 << 16];
+                                int bk = bucket[k][j];
+                                if (bk < 0) {
+                                    continue;
+                                }
+                                for (float v : d) {
+                                    int bits = Float.floatToRawIntBits(v) & 0x7fffffff;
+                                    if (bits >>> 16 == bk) {
+                                        hj[bits & 0xffff]++;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    return h;
+                }
+                case EQUAL: {
+                    long[][] eq = new long[m][2];
+                    for (int k = 0; k < m; k++) {
+                        if (selects[k]) {
+                            for (float v : delta(b, k)) {
+                                float a = Math.abs(v);
+                                if (a == bound[k][0]) {
+                                    eq[k][0]++;
+                                }
+                                if (a == bound[k][1]) {
+                                    eq[k][1]++;
+                                }
+                            }
+                        }
+                    }
+                    return new Object[] {b.start(), eq};
+                }
+                case L1: {
+                    double[][] l1 = new double[m][2];
+                    for (int k = 0; k < m; k++) {
+                        float[] d = delta(b, k);
+                        l1[k][0] = MergeOps.l1(d);
+                        mask(k, d, b);
+                        l1[k][1] = MergeOps.l1(d);
+                    }
+                    return l1;
+                }
+                default:
+                    throw new IllegalStateException("pass " + pass);
             }
-            default:
-                throw new IllegalStateException(sparsify.name());
         }
-        if (rescale) {
-            MergeOps.rescaleL1(d, before);
+
+        @Override
+        public void accept(int pass, Object partial) {
+            int m = tasks.length;
+            switch (passes[pass]) {
+                case HIGH: {
+                    int[][] h = (int[][]) partial;
+                    for (int k = 0; k < m; k++) {
+                        if (h[k] != null) {
+                            if (highHist[k] == null) {
+                                highHist[k] = new long[1 << 16];
+                            }
+                            for (int i = 0; i < h[k].length; i++) {
+                                highHist[k][i] += h[k][i];
+                            }
+                        }
+                    }
+                    break;
+                }
+                case LOW: {
+                    int[][][] h = (int[][][]) partial;
+                    for (int k = 0; k < m; k++) {
+                        for (int j = 0; j < 2; j++) {
+                            if (h[k][j] != null) {
+                                if (lowHist[k][j] == null) {
+                                    lowHist[k][j] = new long[1 << 16];
+                                }
+                                for (int i = 0; i < h[k][j].length; i++) {
+                                    lowHist[k][j][i] += h[k][j][i];
+                                }
+                            }
+                        }
+                    }
+                    break;
+                }
+                case EQUAL: {
+                    Object[] p = (Object[]) partial;
+                    equalStarts.add((Long) p[0]);
+                    equalCounts.add((long[][]) p[1]);
+                    break;
+                }
+                case L1: {
+                    double[][] l1 = (double[][]) partial;
+                    for (int k = 0; k < m; k++) {
+                        l1Before[k] += l1[k][0];
+                        l1After[k] += l1[k][1];
+                    }
+                    break;
+                }
+                default:
+                    throw new IllegalStateException("pass " + pass);
+            }
+        }
+
+        @Override
+        public void endPass(int pass) {
+            int m = tasks.length;
+            switch (passes[pass]) {
+                case HIGH:
+                    for (int k = 0; k < m; k++) {
+                        if (!selects[k]) {
+                            continue;
+                        }
+                        // bound 0: rank lo (none when lo = 0); bound 1: rank hi - 1 (none when hi = n)
+                        long[] rank = {lo[k] > 0 ? lo[k] : -1, hi[k] < n ? hi[k] - 1 : -1};
+                        for (int j = 0; j < 2; j++) {
+                            bucket[k][j] = -1;
+                            if (rank[j] < 0) {
+                                continue;
+                            }
+                            long before = 0;
+                            int bk = 0;
+                            while (before + highHist[k][bk] <= rank[j]) {
+                                before += highHist[k][bk++];
+                            }
+                            bucket[k][j] = bk;
+                            belowBucket[k][j] = before;
+                        }
+                    }
+                    break;
+                case LOW:
+                    for (int k = 0; k < m; k++) {
+                        if (!selects[k]) {
+                            continue;
+                        }
+                        long[] rank = {lo[k], hi[k] - 1};
+                        for (int j = 0; j < 2; j++) {
+                            if (bucket[k][j] < 0) {
+                                bound[k][j] = j == 0 ? Float.NEGATIVE_INFINITY : Float.POSITIVE_INFINITY;
+                                below[k][j] = j == 0 ? 0 : n;
+                                continue;
+                            }
+                            long before = belowBucket[k][j];
+                            int l = 0;
+                            while (before + lowHist[k][j][l] <= rank[j]) {
+                                before += lowHist[k][j][l++];
+                            }
+                            bound[k][j] = Float.intBitsToFloat((bucket[k][j] << 16) | l);
+                            below[k][j] = before;
+                        }
+                    }
+                    break;
+                case EQUAL: {
+                    long[][] before = new long[m][2];
+                    for (int s = 0; s < equalCounts.size(); s++) {
+                        long[][] copy = new long[m][];
+                        for (int k = 0; k < m; k++) {
+                            copy[k] = before[k].clone();
+                            for (int j = 0; j < 2; j++) {
+                                before[k][j] += equalCounts.get(s)[k][j];
+                            }
+                        }
+                        equalBefore.put(equalStarts.get(s), copy);
+                    }
+                    equalCounts.clear();
+                    equalStarts.clear();
+                    break;
+                }
+                case L1:
+                    scale = new float[m];
+                    for (int k = 0; k < m; k++) {
+                        boolean skip = l1Before[k] < 1e-7 || l1After[k] < 1e-7;
+                        scale[k] = skip ? 1f : (float) (l1Before[k] / l1After[k]);
+                    }
+                    break;
+                default:
+                    throw new IllegalStateException("pass " + pass);
+            }
+        }
+
+        /** Zeroes the elements of task {@code k}'s vector {@code d} (block {@code b}) that its sparsification drops. */
+        private void mask(int k, float[] d, Block b) {
+            if (sparsify == Sparsify.NONE || density[k] >= 1) {
+                return;
+            }
+            long start = b.start();
+            switch (sparsify) {
+                case MAGNITUDE:
+                case MAGNITUDE_OUTLIERS:
+                    if (hi[k] <= lo[k]) {
+                        java.util.Arrays.fill(d, 0f);
+                    } else if (selects[k]) {
+                        keepRanks(k, d, start);
+                    }
+                    break;
+                case RANDOM:
+                    for (int i = 0; i < d.length; i++) {
+                        if (!(MergeOps.uniform(seeds[k], start + i) < density[k])) {
+                            d[i] = 0f;
+                        }
+                    }
+                    break;
+                case DELLA_MAGPRUNE: {
+                    if (density[k] <= 0) {
+                        java.util.Arrays.fill(d, 0f);
+                        return;
+                    }
+                    double eps = t.modelParams().get(tasks[k]).number("epsilon");
+                    int c = Math.toIntExact(rowLength);
+                    for (int off = 0; off < d.length; off += c) {
+                        int[] rank = MergeOps.magnitudeRanks(d, off, c);
+                        for (int j = 0; j < c; j++) {
+                            double norm = c > 1 ? rank[j] / (double) (c - 1) : 0;
+                            double prob = density[k] - eps + norm * 2 * eps;
+                            if (!(MergeOps.uniform(seeds[k], start + off + j) < prob)) {
+                                d[off + j] = 0f;
+                            }
+                        }
+                    }
+                    break;
+                }
+                default:
+                    throw new IllegalStateException(sparsify.name());
+            }
+        }
+
+        /**
+         * Keeps the elements whose ascending magnitude rank (ties by index) lies in {@code [lo, hi)}: those strictly
+         * between the two bounds, and of those equal to a bound the ones whose index among equals keeps them inside.
+         */
+        private void keepRanks(int k, float[] d, long start) {
+            float tLo = bound[k][0];
+            float tHi = bound[k][1];
+            long dropEqualLo = lo[k] - below[k][0];
+            long keepEqualHi = hi[k] - below[k][1];
+            long seenLo = 0;
+            long seenHi = 0;
+            long[][] before = equalBefore.get(start); // blocks start where statistics blocks start
+            if (before != null) {
+                seenLo = before[k][0];
+                seenHi = before[k][1];
+            } else if (start != 0) {
+                throw new IllegalStateException("'" + t.name() + "': block at " + start + " is not a statistics block");
+            }
+            for (int i = 0; i < d.length; i++) {
+                float a = Math.abs(d[i]);
+                boolean keep = a > tLo && a < tHi;
+                if (a == tLo && a == tHi) {
+                    keep = seenLo >= dropEqualLo && seenHi < keepEqualHi;
+                    seenLo++;
+                    seenHi++;
+                } else if (a == tLo) {
+                    keep = seenLo >= dropEqualLo && a < tHi;
+                    seenLo++;
+                } else if (a == tHi) {
+                    keep = seenHi < keepEqualHi && a > tLo;
+                    seenHi++;
+                }
+                if (!keep) {
+                    d[i] = 0f;
+                }
+            }
+        }
+
+        @Override
+        public float[] apply(Block b) {
+            int m = tasks.length;
+            float[] w = new float[m];
+            float[][] dd = new float[m][];
+            for (int k = 0; k < m; k++) {
+                float[] d = delta(b, k);
+                mask(k, d, b);
+                if (rescale && scale[k] != 1f) {
+                    float s = scale[k];
+                    for (int i = 0; i < d.length; i++) {
+                        d[i] *= s;
+                    }
+                }
+                w[k] = (float) t.modelParams().get(tasks[k]).number("weight");
+                for (int i = 0; i < d.length; i++) {
+                    d[i] *= w[k];
+                }
+                dd[k] = d;
+            }
+            return combine(b.base(), dd, w);
+        }
+
+        /** {@code base + λ·Δ} with sign consensus and normalisation, written over the base's block. */
+        private float[] combine(float[] base, float[][] dd, float[] w) {
+            boolean normalize = t.params().flag("normalize");
+            float lambda = (float) t.params().number("lambda");
+            float[] out = base;
+            float wsum = 0;
+            for (float x : w) {
+                wsum += x;
+            }
+            float plainDivisor = Math.abs(wsum) < 1e-8f ? 1f : wsum;
+            int m = dd.length;
+            for (int i = 0; i < base.length; i++) {
+                float mixed = 0;
+                float divisor;
+                if (consensus) {
+                    float s = 0;
+                    for (int k = 0; k < m; k++) {
+                        s += dd[k][i];
+                    }
+                    boolean positive = s >= 0; // majority sign; zero deltas never vote with it
+                    divisor = 0;
+                    for (int k = 0; k < m; k++) {
+                        float v = dd[k][i];
+                        if (positive ? v > 0 : v < 0) {
+                            mixed += v;
+                            divisor += w[k];
+                        }
+                    }
+                    if (divisor == 0) {
+                        divisor = 1;
+                    }
+                } else {
+                    for (int k = 0; k < m; k++) {
+                        mixed += dd[k][i];
+                    }
+                    divisor = plainDivisor;
+                }
+                if (normalize) {
+                    mixed /= divisor;
+                }
+                out[i] = base[i] + lambda * mixed;
+            }
+            return out;
         }
     }
 }
