@@ -249,7 +249,8 @@ public final class Merger {
                     "merge_method " + worst.method().id() + ": tensor '" + worst.name() + "' "
                             + Arrays.toString(worst.shape())
                             + (chunked(worst) == null ? " (merged whole)" : " (merged in blocks)"),
-                    peak);
+                    peak,
+                    chunked(worst) != null);
         }
     }
 

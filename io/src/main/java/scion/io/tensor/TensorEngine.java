@@ -26,8 +26,11 @@ import scion.io.UnavailableException;
  * of chunks, planned with {@link #checkFits} before the first byte is written.
  */
 public final class TensorEngine implements AutoCloseable {
-    /** The default chunk budget: bytes of float32 working memory per block, all inputs and the output together. */
-    public static final long DEFAULT_CHUNK_BYTES = 64L << 20;
+    /**
+     * The largest default chunk budget: bytes of float32 working memory per block, all inputs and the output together.
+     * The default is smaller when the heap is small ({@link #of(int)}).
+     */
+    public static final long MAX_CHUNK_BYTES = 64L << 20;
 
     /** Elements per statistics block (in whole rows): a constant, so statistics never depend on the settings. */
     public static final int STAT_ELEMENTS = 1 << 20;
@@ -63,9 +66,13 @@ public final class TensorEngine implements AutoCloseable {
         return new TensorEngine(threads, chunkBytes, STAT_ELEMENTS);
     }
 
-    /** An engine with {@code threads} workers and the default chunk budget. */
+    /**
+     * An engine with {@code threads} workers and the default chunk budget: a quarter of the heap budget shared by the
+     * blocks in flight, between 4 MiB and {@link #MAX_CHUNK_BYTES}, so that a small heap still merges in blocks.
+     */
     public static TensorEngine of(int threads) {
-        return new TensorEngine(threads, DEFAULT_CHUNK_BYTES, STAT_ELEMENTS);
+        long share = heapBudget() / 4 / (threads + 1);
+        return new TensorEngine(threads, Math.max(4L << 20, Math.min(MAX_CHUNK_BYTES, share)), STAT_ELEMENTS);
     }
 
     /**
@@ -118,16 +125,17 @@ public final class TensorEngine implements AutoCloseable {
      *
      * @param what what needs the memory, e.g. {@code tensor 'model.embed_tokens.weight' (merge ties)}
      * @param peakBytes the planned peak
+     * @param perThread whether the peak grows with the thread count (then fewer threads is a remedy too)
      * @throws UnavailableException naming {@code what}, the peak, the heap and the remedies
      */
-    public void checkFits(String what, long peakBytes) {
+    public void checkFits(String what, long peakBytes, boolean perThread) {
         long budget = heapBudget();
         if (peakBytes > budget) {
             throw new UnavailableException(what + ": needs " + mib(peakBytes) + " of memory at once; the heap allows "
                     + mib(Math.max(0, budget)) + " (maximum heap "
                     + mib(Runtime.getRuntime().maxMemory())
                     + "); give Java more with SCION_JAVA_OPTS=-Xmx" + suggestedHeapGiB(peakBytes) + "g"
-                    + (threads > 1 ? " or use fewer workers with --threads 1" : ""));
+                    + (perThread && threads > 1 ? " or use fewer workers with --threads 1" : ""));
         }
     }
 
