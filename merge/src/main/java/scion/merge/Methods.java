@@ -145,63 +145,164 @@ final class Methods {
      */
     static MergeMethod nuslerp() {
         return new SimpleMethod(
-                "nuslerp",
-                "SLERP of two models (or their task vectors) with weights, optionally row/column-wise",
-                BaseUse.OPTIONAL,
-                List.of(
-                        perModel("weight", null, "the model's weight; t = w2 / (w1 + w2)"),
-                        global("nuslerp_flatten", true, "one angle for the whole tensor"),
-                        global("nuslerp_row_wise", false, "per column instead of per row when not flattened")),
-                false,
-                (m, b) -> Optional.empty(),
-                t -> {
-                    int[] o = t.nonBase();
-                    if (o.length == 1 && !t.hasBase()) {
-                        return t.values().get(o[0]).clone();
+                        "nuslerp",
+                        "SLERP of two models (or their task vectors) with weights, optionally row/column-wise",
+                        BaseUse.OPTIONAL,
+                        List.of(
+                                perModel("weight", null, "the model's weight; t = w2 / (w1 + w2)"),
+                                global("nuslerp_flatten", true, "one angle for the whole tensor"),
+                                global("nuslerp_row_wise", false, "per column instead of per row when not flattened")),
+                        false,
+                        (m, b) -> Optional.empty(),
+                        Methods::nuslerpKernel)
+                .withChunks(Methods::nuslerpChunks);
+    }
+
+    private static float[] nuslerpKernel(TensorMerge t) {
+        int[] o = t.nonBase();
+        if (o.length == 1 && !t.hasBase()) {
+            return t.values().get(o[0]).clone();
+        }
+        if (o.length != 2) {
+            throw InvalidInputException.of("nuslerp", "merges exactly two models (plus an optional base)", 2, o.length);
+        }
+        double w0 = t.modelParams().get(o[0]).number("weight");
+        double w1 = t.modelParams().get(o[1]).number("weight");
+        double tt = Math.abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+        float[] a = t.values().get(o[0]);
+        float[] b = t.values().get(o[1]);
+        if (t.hasBase()) {
+            MergeOps.subInPlace(a, t.base());
+            MergeOps.subInPlace(b, t.base());
+        }
+        boolean flatten = t.params().flag("nuslerp_flatten");
+        boolean rowWise = t.params().flag("nuslerp_row_wise");
+        int rows = t.rows();
+        int cols = a.length / rows;
+        float[] out;
+        if (flatten || t.shape().length < 2) {
+            out = nuslerpVec(tt, a, b, 0, 1, a.length);
+        } else if (!rowWise) {
+            out = new float[a.length];
+            for (int r = 0; r < rows; r++) {
+                float[] part = nuslerpVec(tt, a, b, r * cols, 1, cols);
+                System.arraycopy(part, 0, out, r * cols, cols);
+            }
+        } else {
+            out = new float[a.length];
+            for (int c = 0; c < cols; c++) {
+                float[] part = nuslerpVec(tt, a, b, c, cols, rows);
+                for (int r = 0; r < rows; r++) {
+                    out[r * cols + c] = part[r];
+                }
+            }
+        }
+        if (t.hasBase()) {
+            float[] base = t.base();
+            for (int i = 0; i < out.length; i++) {
+                out[i] += base[i];
+            }
+        }
+        return out;
+    }
+
+    /**
+     * nuslerp in blocks: per row, each block alone; flattened, two passes (the two norms, then the cosine of the
+     * normalised vectors, float64 per statistics block) and an element-wise apply; per column: whole tensors.
+     */
+    private static ChunkedMerge nuslerpChunks(TensorSpec s) {
+        int[] o = s.nonBase();
+        boolean flatten = s.params().flag("nuslerp_flatten") || s.shape().length < 2;
+        if (o.length == 1 && !s.hasBase()
+                || o.length == 2 && !flatten && !s.params().flag("nuslerp_row_wise")) {
+            return b -> nuslerpKernel(s.block(b)); // a copy, or one angle per row: rows never straddle blocks
+        }
+        if (o.length != 2 || !flatten) {
+            return null;
+        }
+        double w0 = s.modelParams().get(o[0]).number("weight");
+        double w1 = s.modelParams().get(o[1]).number("weight");
+        double tt = Math.abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+        return new ChunkedMerge() {
+            private double na;
+            private double nb;
+            private double cos;
+            private double ca;
+            private double cb;
+
+            @Override
+            public int passes() {
+                return 2;
+            }
+
+            private float[][] pair(Block b) {
+                float[] x = b.values().get(o[0]);
+                float[] y = b.values().get(o[1]);
+                if (s.hasBase()) {
+                    MergeOps.subInPlace(x, b.base());
+                    MergeOps.subInPlace(y, b.base());
+                }
+                return new float[][] {x, y};
+            }
+
+            @Override
+            public Object observe(int pass, Block b) {
+                float[][] p = pair(b);
+                if (pass == 0) {
+                    return new double[] {MergeOps.dot(p[0], p[0]), MergeOps.dot(p[1], p[1])};
+                }
+                double c = 0;
+                for (int i = 0; i < p[0].length; i++) {
+                    c += (p[0][i] / na) * (p[1][i] / nb);
+                }
+                return new double[] {c};
+            }
+
+            @Override
+            public void accept(int pass, Object partial) {
+                double[] d = (double[]) partial;
+                if (pass == 0) {
+                    na += d[0];
+                    nb += d[1];
+                } else {
+                    cos += d[0];
+                }
+            }
+
+            @Override
+            public void endPass(int pass) {
+                if (pass == 0) {
+                    na = Math.max(Math.sqrt(na), 1e-7);
+                    nb = Math.max(Math.sqrt(nb), 1e-7);
+                    return;
+                }
+                double theta = Math.acos(Math.max(-1, Math.min(1, cos)));
+                double sin = Math.sin(theta);
+                if (Math.abs(sin) < 1e-8) {
+                    ca = 1 - tt;
+                    cb = tt;
+                } else {
+                    ca = Math.sin((1 - tt) * theta) / sin;
+                    cb = Math.sin(tt * theta) / sin;
+                }
+            }
+
+            @Override
+            public float[] apply(Block b) {
+                float[][] p = pair(b);
+                float[] out = new float[b.length()];
+                for (int i = 0; i < out.length; i++) {
+                    out[i] = (float) (ca * p[0][i] + cb * p[1][i]);
+                }
+                if (s.hasBase()) {
+                    float[] base = b.base();
+                    for (int i = 0; i < out.length; i++) {
+                        out[i] += base[i];
                     }
-                    if (o.length != 2) {
-                        throw InvalidInputException.of(
-                                "nuslerp", "merges exactly two models (plus an optional base)", 2, o.length);
-                    }
-                    double w0 = t.modelParams().get(o[0]).number("weight");
-                    double w1 = t.modelParams().get(o[1]).number("weight");
-                    double tt = Math.abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
-                    float[] a = t.values().get(o[0]);
-                    float[] b = t.values().get(o[1]);
-                    if (t.hasBase()) {
-                        MergeOps.subInPlace(a, t.base());
-                        MergeOps.subInPlace(b, t.base());
-                    }
-                    boolean flatten = t.params().flag("nuslerp_flatten");
-                    boolean rowWise = t.params().flag("nuslerp_row_wise");
-                    int rows = t.rows();
-                    int cols = a.length / rows;
-                    float[] out;
-                    if (flatten || t.shape().length < 2) {
-                        out = nuslerpVec(tt, a, b, 0, 1, a.length);
-                    } else if (!rowWise) {
-                        out = new float[a.length];
-                        for (int r = 0; r < rows; r++) {
-                            float[] part = nuslerpVec(tt, a, b, r * cols, 1, cols);
-                            System.arraycopy(part, 0, out, r * cols, cols);
-                        }
-                    } else {
-                        out = new float[a.length];
-                        for (int c = 0; c < cols; c++) {
-                            float[] part = nuslerpVec(tt, a, b, c, cols, rows);
-                            for (int r = 0; r < rows; r++) {
-                                out[r * cols + c] = part[r];
-                            }
-                        }
-                    }
-                    if (t.hasBase()) {
-                        float[] base = t.base();
-                        for (int i = 0; i < out.length; i++) {
-                            out[i] += base[i];
-                        }
-                    }
-                    return out;
-                });
+                }
+                return out;
+            }
+        };
     }
 
     /** nuslerp of the strided vectors {@code a[off + k·stride]}, {@code k < n}. */
@@ -354,94 +455,252 @@ final class Methods {
      */
     static MergeMethod karcher() {
         return new SimpleMethod(
-                "karcher",
-                "Karcher (Riemannian) mean of the models on the hypersphere",
-                BaseUse.UNUSED,
-                List.of(global("max_iter", 10.0, "iterations"), global("tol", 1e-5, "convergence tolerance")),
-                false,
-                (m, b) -> need(m >= 1, "karcher needs at least one model"),
-                t -> {
-                    int m = t.models();
-                    if (m == 1) {
-                        return t.values().get(0).clone();
-                    }
-                    int maxIter = (int) t.params().number("max_iter");
-                    double tol = t.params().number("tol");
-                    int n = t.numel();
-                    double[] norms = new double[m];
-                    List<Integer> valid = new ArrayList<>();
-                    for (int k = 0; k < m; k++) {
-                        norms[k] = MergeOps.norm(t.values().get(k));
-                        if (norms[k] > tol) {
-                            valid.add(k);
-                        }
-                    }
-                    if (valid.isEmpty()) {
-                        return new float[n];
-                    }
-                    double alpha = 1.0 / valid.size();
-                    double[][] u = new double[valid.size()][];
-                    for (int j = 0; j < valid.size(); j++) {
-                        float[] x = t.values().get(valid.get(j));
-                        double inv = 1 / norms[valid.get(j)];
-                        u[j] = new double[n];
-                        for (int i = 0; i < n; i++) {
-                            u[j][i] = x[i] * inv;
-                        }
-                    }
-                    double[] mean = new double[n];
-                    for (double[] uj : u) {
-                        for (int i = 0; i < n; i++) {
-                            mean[i] += alpha * uj[i];
-                        }
-                    }
-                    double mn = Math.sqrt(dot(mean, mean));
-                    if (mn < tol) {
-                        mean = u[0].clone();
-                    } else {
-                        for (int i = 0; i < n; i++) {
-                            mean[i] /= mn;
-                        }
-                    }
-                    for (int it = 0; it < maxIter; it++) {
-                        double[] g = new double[n];
-                        for (double[] uj : u) {
-                            double d = Math.max(-1, Math.min(1, dot(mean, uj)));
-                            double theta = Math.acos(d);
-                            if (theta < tol) {
-                                continue;
+                        "karcher",
+                        "Karcher (Riemannian) mean of the models on the hypersphere",
+                        BaseUse.UNUSED,
+                        List.of(global("max_iter", 10.0, "iterations"), global("tol", 1e-5, "convergence tolerance")),
+                        false,
+                        (m, b) -> need(m >= 1, "karcher needs at least one model"),
+                        t -> {
+                            int m = t.models();
+                            if (m == 1) {
+                                return t.values().get(0).clone();
                             }
-                            double s = alpha * theta / Math.sin(theta);
+                            int maxIter = (int) t.params().number("max_iter");
+                            double tol = t.params().number("tol");
+                            int n = t.numel();
+                            double[] norms = new double[m];
+                            List<Integer> valid = new ArrayList<>();
+                            for (int k = 0; k < m; k++) {
+                                norms[k] = MergeOps.norm(t.values().get(k));
+                                if (norms[k] > tol) {
+                                    valid.add(k);
+                                }
+                            }
+                            if (valid.isEmpty()) {
+                                return new float[n];
+                            }
+                            double alpha = 1.0 / valid.size();
+                            double[][] u = new double[valid.size()][];
+                            for (int j = 0; j < valid.size(); j++) {
+                                float[] x = t.values().get(valid.get(j));
+                                double inv = 1 / norms[valid.get(j)];
+                                u[j] = new double[n];
+                                for (int i = 0; i < n; i++) {
+                                    u[j][i] = x[i] * inv;
+                                }
+                            }
+                            double[] mean = new double[n];
+                            for (double[] uj : u) {
+                                for (int i = 0; i < n; i++) {
+                                    mean[i] += alpha * uj[i];
+                                }
+                            }
+                            double mn = Math.sqrt(dot(mean, mean));
+                            if (mn < tol) {
+                                mean = u[0].clone();
+                            } else {
+                                for (int i = 0; i < n; i++) {
+                                    mean[i] /= mn;
+                                }
+                            }
+                            for (int it = 0; it < maxIter; it++) {
+                                double[] g = new double[n];
+                                for (double[] uj : u) {
+                                    double d = Math.max(-1, Math.min(1, dot(mean, uj)));
+                                    double theta = Math.acos(d);
+                                    if (theta < tol) {
+                                        continue;
+                                    }
+                                    double s = alpha * theta / Math.sin(theta);
+                                    for (int i = 0; i < n; i++) {
+                                        g[i] += s * (uj[i] - d * mean[i]);
+                                    }
+                                }
+                                double gn = Math.sqrt(dot(g, g));
+                                if (gn < tol) {
+                                    break;
+                                }
+                                double c = Math.cos(gn);
+                                double s = Math.sin(gn) / gn;
+                                for (int i = 0; i < n; i++) {
+                                    mean[i] = c * mean[i] + s * g[i];
+                                }
+                                double un = Math.sqrt(dot(mean, mean));
+                                if (un > tol) {
+                                    for (int i = 0; i < n; i++) {
+                                        mean[i] /= un;
+                                    }
+                                }
+                            }
+                            double scale = 0;
+                            for (int k = 0; k < m; k++) {
+                                scale += norms[k] / m;
+                            }
+                            float[] out = new float[n];
                             for (int i = 0; i < n; i++) {
-                                g[i] += s * (uj[i] - d * mean[i]);
+                                out[i] = (float) (scale * mean[i]);
                             }
-                        }
-                        double gn = Math.sqrt(dot(g, g));
-                        if (gn < tol) {
-                            break;
-                        }
-                        double c = Math.cos(gn);
-                        double s = Math.sin(gn) / gn;
-                        for (int i = 0; i < n; i++) {
-                            mean[i] = c * mean[i] + s * g[i];
-                        }
-                        double un = Math.sqrt(dot(mean, mean));
-                        if (un > tol) {
-                            for (int i = 0; i < n; i++) {
-                                mean[i] /= un;
-                            }
-                        }
+                            return out;
+                        })
+                .withChunks(Methods::karcherChunks);
+    }
+
+    /**
+     * Karcher in blocks. The mean stays in the span of the unit inputs {@code uⱼ}, so it is kept as coefficients
+     * {@code μ = Σ aⱼuⱼ}: one pass computes the Gram matrix of the inputs (float64 per statistics block), every
+     * iteration runs on {@code m} coefficients ({@code μ·uⱼ = (G a)ⱼ}, {@code ‖μ‖² = aᵀGa}, {@code g = Σ sⱼuⱼ − (Σ
+     * sⱼdⱼ)μ}), and the apply pass writes {@code scale · Σ aⱼ vⱼ/‖vⱼ‖} element by element. Same iterations as the
+     * whole-tensor kernel, in exact arithmetic; rounding differs.
+     */
+    private static ChunkedMerge karcherChunks(TensorSpec s) {
+        int m = s.models();
+        if (m < 2) {
+            return null; // a copy
+        }
+        int maxIter = (int) s.params().number("max_iter");
+        double tol = s.params().number("tol");
+        return new ChunkedMerge() {
+            private final double[][] gram = new double[m][m];
+            private final double[] coef = new double[m]; // output = Σ coef_k v_k
+
+            @Override
+            public int passes() {
+                return 1;
+            }
+
+            @Override
+            public Object observe(int pass, Block b) {
+                double[][] g = new double[m][m];
+                for (int i = 0; i < m; i++) {
+                    for (int j = i; j < m; j++) {
+                        g[i][j] = MergeOps.dot(b.values().get(i), b.values().get(j));
                     }
-                    double scale = 0;
+                }
+                return g;
+            }
+
+            @Override
+            public void accept(int pass, Object partial) {
+                double[][] g = (double[][]) partial;
+                for (int i = 0; i < m; i++) {
+                    for (int j = i; j < m; j++) {
+                        gram[i][j] += g[i][j];
+                    }
+                }
+            }
+
+            @Override
+            public void endPass(int pass) {
+                double[] norms = new double[m];
+                List<Integer> valid = new ArrayList<>();
+                for (int k = 0; k < m; k++) {
+                    norms[k] = Math.sqrt(gram[k][k]);
+                    if (norms[k] > tol) {
+                        valid.add(k);
+                    }
+                }
+                int v = valid.size();
+                if (v == 0) {
+                    return; // all zero
+                }
+                double[][] g = new double[v][v]; // Gram matrix of the unit vectors
+                for (int i = 0; i < v; i++) {
+                    for (int j = 0; j < v; j++) {
+                        int a = Math.min(valid.get(i), valid.get(j));
+                        int b = Math.max(valid.get(i), valid.get(j));
+                        g[i][j] = gram[a][b] / (norms[valid.get(i)] * norms[valid.get(j)]);
+                    }
+                }
+                double alpha = 1.0 / v;
+                double[] a = new double[v];
+                java.util.Arrays.fill(a, alpha);
+                double mn = Math.sqrt(quad(g, a, a));
+                if (mn < tol) {
+                    java.util.Arrays.fill(a, 0);
+                    a[0] = 1;
+                } else {
+                    scale(a, 1 / mn);
+                }
+                for (int it = 0; it < maxIter; it++) {
+                    double[] ga = times(g, a); // (μ · uⱼ)ⱼ
+                    double[] gc = new double[v];
+                    double sd = 0;
+                    for (int j = 0; j < v; j++) {
+                        double d = Math.max(-1, Math.min(1, ga[j]));
+                        double theta = Math.acos(d);
+                        if (theta < tol) {
+                            continue;
+                        }
+                        double sj = alpha * theta / Math.sin(theta);
+                        gc[j] += sj;
+                        sd += sj * d;
+                    }
+                    for (int j = 0; j < v; j++) {
+                        gc[j] -= sd * a[j];
+                    }
+                    double gn = Math.sqrt(Math.max(0, quad(g, gc, gc)));
+                    if (gn < tol) {
+                        break;
+                    }
+                    double c = Math.cos(gn);
+                    double sn = Math.sin(gn) / gn;
+                    for (int j = 0; j < v; j++) {
+                        a[j] = c * a[j] + sn * gc[j];
+                    }
+                    double un = Math.sqrt(Math.max(0, quad(g, a, a)));
+                    if (un > tol) {
+                        scale(a, 1 / un);
+                    }
+                }
+                double sc = 0;
+                for (int k = 0; k < m; k++) {
+                    sc += norms[k] / m;
+                }
+                for (int j = 0; j < v; j++) {
+                    coef[valid.get(j)] = sc * a[j] / norms[valid.get(j)];
+                }
+            }
+
+            @Override
+            public float[] apply(Block b) {
+                float[] out = new float[b.length()];
+                for (int i = 0; i < out.length; i++) {
+                    double x = 0;
                     for (int k = 0; k < m; k++) {
-                        scale += norms[k] / m;
+                        x += coef[k] * b.values().get(k)[i];
                     }
-                    float[] out = new float[n];
-                    for (int i = 0; i < n; i++) {
-                        out[i] = (float) (scale * mean[i]);
-                    }
-                    return out;
-                });
+                    out[i] = (float) x;
+                }
+                return out;
+            }
+        };
+    }
+
+    private static double quad(double[][] g, double[] x, double[] y) {
+        double s = 0;
+        for (int i = 0; i < x.length; i++) {
+            for (int j = 0; j < y.length; j++) {
+                s += x[i] * g[i][j] * y[j];
+            }
+        }
+        return s;
+    }
+
+    private static double[] times(double[][] g, double[] x) {
+        double[] r = new double[x.length];
+        for (int i = 0; i < x.length; i++) {
+            for (int j = 0; j < x.length; j++) {
+                r[i] += g[i][j] * x[j];
+            }
+        }
+        return r;
+    }
+
+    private static void scale(double[] x, double f) {
+        for (int i = 0; i < x.length; i++) {
+            x[i] *= f;
+        }
     }
 
     private static double dot(double[] a, double[] b) {
@@ -460,61 +719,145 @@ final class Methods {
      */
     static MergeMethod modelStock() {
         return new SimpleMethod(
-                "model_stock",
-                "Model Stock: average pulled toward the base by the angle between task vectors",
-                BaseUse.REQUIRED,
-                List.of(global("filter_wise", false, "one angle per row instead of per tensor")),
-                false,
-                (m, b) -> need(b, "model_stock needs a base_model"),
-                t -> {
-                    int[] o = t.nonBase();
-                    if (o.length < 2) {
-                        throw InvalidInputException.of(
-                                "model_stock", "needs at least two models besides the base", "≥ 2", o.length);
+                        "model_stock",
+                        "Model Stock: average pulled toward the base by the angle between task vectors",
+                        BaseUse.REQUIRED,
+                        List.of(global("filter_wise", false, "one angle per row instead of per tensor")),
+                        false,
+                        (m, b) -> need(b, "model_stock needs a base_model"),
+                        Methods::modelStockKernel)
+                .withChunks(Methods::modelStockChunks);
+    }
+
+    private static float[] modelStockKernel(TensorMerge t) {
+        int[] o = t.nonBase();
+        if (o.length < 2) {
+            throw InvalidInputException.of(
+                    "model_stock", "needs at least two models besides the base", "≥ 2", o.length);
+        }
+        float[] w0 = t.base();
+        int n = w0.length;
+        boolean rowsMode = t.params().flag("filter_wise") && t.shape().length >= 1;
+        int rows = rowsMode ? t.rows() : 1;
+        int cols = n / rows;
+        int nm = o.length;
+        float[] out = new float[n];
+        for (int r = 0; r < rows; r++) {
+            int off = r * cols;
+            double cosSum = 0;
+            int pairs = 0;
+            for (int i = 0; i < nm; i++) {
+                for (int j = i + 1; j < nm; j++) {
+                    float[] a = t.values().get(o[i]);
+                    float[] b = t.values().get(o[j]);
+                    double ab = 0;
+                    double aa = 0;
+                    double bb = 0;
+                    for (int k = off; k < off + cols; k++) {
+                        double da = a[k] - w0[k];
+                        double db = b[k] - w0[k];
+                        ab += da * db;
+                        aa += da * da;
+                        bb += db * db;
                     }
-                    float[] w0 = t.base();
-                    int n = w0.length;
-                    boolean rowsMode = t.params().flag("filter_wise") && t.shape().length >= 1;
-                    int rows = rowsMode ? t.rows() : 1;
-                    int cols = n / rows;
-                    int nm = o.length;
-                    float[] out = new float[n];
-                    for (int r = 0; r < rows; r++) {
-                        int off = r * cols;
-                        double cosSum = 0;
-                        int pairs = 0;
-                        for (int i = 0; i < nm; i++) {
-                            for (int j = i + 1; j < nm; j++) {
-                                float[] a = t.values().get(o[i]);
-                                float[] b = t.values().get(o[j]);
-                                double ab = 0;
-                                double aa = 0;
-                                double bb = 0;
-                                for (int k = off; k < off + cols; k++) {
-                                    double da = a[k] - w0[k];
-                                    double db = b[k] - w0[k];
-                                    ab += da * db;
-                                    aa += da * da;
-                                    bb += db * db;
-                                }
-                                double c = ab / Math.max(Math.sqrt(aa) * Math.sqrt(bb), 1e-6);
-                                cosSum += Math.max(-1, Math.min(1, c));
-                                pairs++;
-                            }
+                    double c = ab / Math.max(Math.sqrt(aa) * Math.sqrt(bb), 1e-6);
+                    cosSum += Math.max(-1, Math.min(1, c));
+                    pairs++;
+                }
+            }
+            double cos = cosSum / pairs;
+            double tt = nm * cos / (1 + (nm - 1) * cos);
+            for (int k = off; k < off + cols; k++) {
+                double avg = 0;
+                for (int i = 0; i < nm; i++) {
+                    avg += t.values().get(o[i])[k];
+                }
+                avg /= nm;
+                out[k] = (float) (tt * avg + (1 - tt) * w0[k]);
+            }
+        }
+        return out;
+    }
+
+    /**
+     * Model Stock in blocks: per row ({@code filter_wise}), each block alone; per tensor, one pass for every pair's dot
+     * product and squared norms of the offsets (float64 per statistics block), then an element-wise apply.
+     */
+    private static ChunkedMerge modelStockChunks(TensorSpec s) {
+        int[] o = s.nonBase();
+        if (o.length < 2 || !s.hasBase()) {
+            return null; // refused by the kernel
+        }
+        if (s.params().flag("filter_wise") && s.shape().length >= 2) {
+            return b -> modelStockKernel(s.block(b));
+        }
+        int nm = o.length;
+        int pairs = nm * (nm - 1) / 2;
+        return new ChunkedMerge() {
+            private final double[] sums = new double[3 * pairs];
+            private double tt;
+
+            @Override
+            public int passes() {
+                return 1;
+            }
+
+            @Override
+            public Object observe(int pass, Block b) {
+                double[] p = new double[3 * pairs];
+                float[] w0 = b.base();
+                int q = 0;
+                for (int i = 0; i < nm; i++) {
+                    for (int j = i + 1; j < nm; j++) {
+                        float[] x = b.values().get(o[i]);
+                        float[] y = b.values().get(o[j]);
+                        for (int k = 0; k < w0.length; k++) {
+                            double da = x[k] - w0[k];
+                            double db = y[k] - w0[k];
+                            p[q] += da * db;
+                            p[q + 1] += da * da;
+                            p[q + 2] += db * db;
                         }
-                        double cos = cosSum / pairs;
-                        double tt = nm * cos / (1 + (nm - 1) * cos);
-                        for (int k = off; k < off + cols; k++) {
-                            double avg = 0;
-                            for (int i = 0; i < nm; i++) {
-                                avg += t.values().get(o[i])[k];
-                            }
-                            avg /= nm;
-                            out[k] = (float) (tt * avg + (1 - tt) * w0[k]);
-                        }
+                        q += 3;
                     }
-                    return out;
-                });
+                }
+                return p;
+            }
+
+            @Override
+            public void accept(int pass, Object partial) {
+                double[] p = (double[]) partial;
+                for (int i = 0; i < p.length; i++) {
+                    sums[i] += p[i];
+                }
+            }
+
+            @Override
+            public void endPass(int pass) {
+                double cosSum = 0;
+                for (int q = 0; q < sums.length; q += 3) {
+                    double c = sums[q] / Math.max(Math.sqrt(sums[q + 1]) * Math.sqrt(sums[q + 2]), 1e-6);
+                    cosSum += Math.max(-1, Math.min(1, c));
+                }
+                double cos = cosSum / pairs;
+                tt = nm * cos / (1 + (nm - 1) * cos);
+            }
+
+            @Override
+            public float[] apply(Block b) {
+                float[] w0 = b.base();
+                float[] out = new float[w0.length];
+                for (int k = 0; k < out.length; k++) {
+                    double avg = 0;
+                    for (int i = 0; i < nm; i++) {
+                        avg += b.values().get(o[i])[k];
+                    }
+                    avg /= nm;
+                    out[k] = (float) (tt * avg + (1 - tt) * w0[k]);
+                }
+                return out;
+            }
+        };
     }
 
     /**

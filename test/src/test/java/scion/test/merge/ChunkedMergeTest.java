@@ -76,6 +76,21 @@ class ChunkedMergeTest {
         m.put("della_linear", new Object[] {
             "merge_method: della_linear\n" + based + "parameters: {density: 0.4, epsilon: 0.2}\n" + three, true
         });
+        m.put("nuslerp", new Object[] {
+            "merge_method: nuslerp\n" + based + "models:\n  - model: " + FT1 + "\n    parameters: {weight: 1.0}\n"
+                    + "  - model: " + FT2 + "\n    parameters: {weight: 0.5}\n",
+            true
+        });
+        m.put("nuslerp_rows", new Object[] {
+            "merge_method: nuslerp\nparameters: {nuslerp_flatten: false}\nmodels:\n  - model: " + FT1
+                    + "\n    parameters: {weight: 1.0}\n  - model: " + FT2 + "\n    parameters: {weight: 0.3}\n",
+            false
+        });
+        m.put("model_stock", new Object[] {"merge_method: model_stock\n" + based + three, true});
+        m.put("model_stock_rows", new Object[] {
+            "merge_method: model_stock\n" + based + "parameters: {filter_wise: true}\n" + three, false
+        });
+        m.put("karcher", new Object[] {"merge_method: karcher\n" + three, true});
         m.put("ram", new Object[] {"merge_method: ram\n" + based + three, false});
         m.put("nearswap", new Object[] {
             "merge_method: nearswap\n" + based + "parameters: {t: 0.001}\nmodels:\n  - model: " + BASE + "\n  - model: "
