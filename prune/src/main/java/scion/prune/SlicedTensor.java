@@ -1,7 +1,6 @@
 package scion.prune;
 
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import scion.io.tensor.DType;
 import scion.io.tensor.Tensor;
 import scion.io.tensor.TensorOps;
@@ -21,7 +20,10 @@ final class SlicedTensor implements Tensor {
     private final long[] shape;
     private final float scale;
     private final float shift;
-    private ByteBuffer bytes;
+    private float[] vector; // a 1-D result while it is read
+    private long rowRead = -1; // the output row held in outRow
+    private float[] sourceRow;
+    private float[] outRow;
 
     /**
      * @param keep per stored axis of {@code source}, the indices kept, or {@code null} to keep the axis whole
@@ -73,53 +75,63 @@ final class SlicedTensor implements Tensor {
 
     @Override
     public synchronized void readBytes(long byteOffset, ByteBuffer dst) {
-        if (bytes == null) {
-            bytes = compute();
+        int size = dtype().size();
+        if (byteOffset % size != 0 || dst.remaining() % size != 0) {
+            throw new IllegalStateException("'" + name + "': read of " + dst.remaining() + " bytes at " + byteOffset
+                    + " is not aligned to " + size + "-byte elements");
         }
-        int off = Math.toIntExact(byteOffset);
-        ByteBuffer src = bytes.duplicate();
-        int n = Math.min(dst.remaining(), src.limit() - off);
-        src.position(off).limit(off + n);
-        dst.put(src);
-        if (off + n >= bytes.limit()) {
-            bytes = null; // read to the end: drop the buffer (a re-read recomputes it)
+        long e = byteOffset / size;
+        long end = Math.min(numel(), e + dst.remaining() / size);
+        if (shape.length == 1) {
+            if (vector == null) {
+                vector = computeVector();
+            }
+            TensorOps.encode(dtype(), vector, (int) e, (int) (end - e), dst);
+            if (end == numel()) {
+                vector = null;
+            }
+            return;
+        }
+        long outCols = shape[1];
+        while (e < end) {
+            long r = e / outCols;
+            int c = (int) (e % outCols);
+            int n = (int) Math.min(outCols - c, end - e);
+            TensorOps.encode(dtype(), row(r), c, n, dst);
+            e += n;
         }
     }
 
-    private ByteBuffer compute() {
-        long[] src = source.shape();
+    /** Output row {@code r} (kept while the reader is in it). */
+    private float[] row(long r) {
+        if (r == rowRead) {
+            return outRow;
+        }
+        int cols = Math.toIntExact(source.shape()[1]);
+        int outCols = Math.toIntExact(shape[1]);
+        if (sourceRow == null) {
+            sourceRow = new float[cols];
+            outRow = new float[outCols];
+        }
+        long sr = keep[0] == null ? r : keep[0][Math.toIntExact(r)];
+        source.readFloats(Math.multiplyExact(sr, (long) cols), sourceRow, 0, cols);
+        for (int c = 0; c < outCols; c++) {
+            outRow[c] = transform(sourceRow[keep[1] == null ? c : keep[1][c]]);
+        }
+        rowRead = r;
+        return outRow;
+    }
+
+    private float[] computeVector() {
+        float[] all = source.toFloats();
         float[] out = new float[Math.toIntExact(numel())];
-        if (src.length == 1) {
-            float[] all = source.toFloats();
-            for (int i = 0; i < out.length; i++) {
-                out[i] = all[keep[0] == null ? i : keep[0][i]];
-            }
-        } else if (src.length == 2) {
-            int cols = Math.toIntExact(src[1]);
-            int outCols = Math.toIntExact(shape[1]);
-            float[] row = new float[cols];
-            for (int r = 0; r < shape[0]; r++) {
-                long sr = keep[0] == null ? r : keep[0][r];
-                source.readFloats(Math.multiplyExact(sr, (long) cols), row, 0, cols);
-                int base = r * outCols;
-                if (keep[1] == null) {
-                    System.arraycopy(row, 0, out, base, cols);
-                } else {
-                    for (int c = 0; c < outCols; c++) {
-                        out[base + c] = row[keep[1][c]];
-                    }
-                }
-            }
+        for (int i = 0; i < out.length; i++) {
+            out[i] = transform(all[keep[0] == null ? i : keep[0][i]]);
         }
-        if (scale != 1f || shift != 0f) {
-            for (int i = 0; i < out.length; i++) {
-                out[i] = out[i] * scale + shift;
-            }
-        }
-        ByteBuffer b = ByteBuffer.allocate(Math.multiplyExact(out.length, dtype().size()))
-                .order(ByteOrder.LITTLE_ENDIAN);
-        TensorOps.encode(dtype(), out, 0, out.length, b);
-        b.flip();
-        return b;
+        return out;
+    }
+
+    private float transform(float x) {
+        return scale != 1f || shift != 0f ? x * scale + shift : x;
     }
 }
