@@ -148,14 +148,7 @@ public final class MergePlan implements AutoCloseable {
     }
 
     private Path resolve(String ref) {
-        Path p = Path.of(ref);
-        if (!Files.exists(p) && config.where() != null && !p.isAbsolute()) {
-            Path alt = config.where().toAbsolutePath().getParent().resolve(ref);
-            if (Files.exists(alt)) {
-                return alt;
-            }
-        }
-        return p;
+        return config.resolve(ref);
     }
 
     private Model model(String ref) {
