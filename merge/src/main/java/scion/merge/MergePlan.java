@@ -44,8 +44,11 @@ import scion.io.tensor.Tensor;
  * as one more model. {@code slices} take their sources as listed.
  *
  * <p><b>Parameters</b> are resolved per tensor as {@link MergeParams} describes, with the gradient position {@code t}
- * = {@code k / (n − 1)} within the slice ({@code n} its block count; 1 when {@code n = 1}), 0 for weights before the
- * blocks and 1 after them, exactly as mergekit's planner does; filters match the output tensor's Hugging Face name.
+ * = {@code k / (n − 1)} within the slice ({@code n} its block count; 1 when {@code n = 1}), and 0 for the weights
+ * outside the blocks — before them (embeddings, from the first slice) and after them (final norm, head, from the last
+ * slice) — as current mergekit's planner reads them (its module planner builds one config reader at {@code t = 0}
+ * for both; mergekit before its Transformers-5 port read the weights after the blocks at 1); filters match the output
+ * tensor's Hugging Face name.
  *
  * <p><b>Refused</b> (with the reason): models of different families, shapes that differ (including vocabulary sizes:
  * mergekit would keep the common submatrix of the embeddings and needs {@code tokenizer_source} to remap tokens; Scion
@@ -269,7 +272,7 @@ public final class MergePlan implements AutoCloseable {
             if (w.layer() < 0) {
                 boolean post = isPost(w.role());
                 MergeConfig.SliceDef s = post ? slices.get(slices.size() - 1) : slices.get(0);
-                addTensor(w, w.name(), w.tensor().name(), -1, s, 0, post ? 1.0 : 0.0);
+                addTensor(w, w.name(), w.tensor().name(), -1, s, 0, 0.0);
                 continue;
             }
             if (blocksDone) {
