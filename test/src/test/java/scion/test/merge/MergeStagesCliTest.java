@@ -123,6 +123,50 @@ class MergeStagesCliTest {
         assertEquals(List.of(), leftovers());
     }
 
+    /**
+     * ONNX stages: the intermediate stage is an ONNX file in the staging area, the final one an ONNX file at OUT; the
+     * result equals, tensor for tensor and bit for bit, the same two merges run one after the other by hand.
+     */
+    @Test
+    void onnxStagesGiveTheSameBytesAsTwoManualMerges() throws Exception {
+        Path onnx = Fixtures.resource("onnx/llama.onnx");
+        String mid = "merge_method: slerp\nbase_model: " + onnx + "\nparameters: {t: 0.4}\nmodels: [" + onnx + ", "
+                + ft1 + "]\n";
+        String fin = "merge_method: linear\nparameters: {weight: 1.0}\nmodels: [%s, " + onnx + "]\n";
+        Path cfg = write("onnx.yml", "name: mid\n" + mid + "---\n" + String.format(fin, "mid"));
+        Path out = tmp.resolve("staged.onnx");
+        CliRun r = CliRun.of("merge", cfg.toString(), out.toString());
+        assertEquals(0, r.code(), r.toString());
+        assertEquals(List.of(), leftovers());
+        Path s1 = tmp.resolve("s1.onnx");
+        assertEquals(
+                0,
+                CliRun.of("merge", write("s1.yml", mid).toString(), s1.toString())
+                        .code());
+        Path s2 = tmp.resolve("s2.onnx");
+        CliRun r2 = CliRun.of("merge", write("s2.yml", String.format(fin, s1)).toString(), s2.toString());
+        assertEquals(0, r2.code(), r2.toString());
+        Map<String, float[]> got = floats(out);
+        Map<String, float[]> want = floats(s2);
+        assertEquals(want.keySet(), got.keySet());
+        for (String n : want.keySet()) {
+            org.junit.jupiter.api.Assertions.assertArrayEquals(want.get(n), got.get(n), n);
+        }
+        assertTrue(got.size() >= 20, "initializers compared: " + got.size());
+    }
+
+    private static Map<String, float[]> floats(Path onnx) {
+        Map<String, float[]> m = new java.util.TreeMap<>();
+        try (scion.io.Model model = scion.io.Model.open(onnx)) {
+            for (scion.io.arch.WeightGraph.Weight w : model.graph().weights()) {
+                if (w.tensor().dtype().isFloatingPoint()) {
+                    m.put(w.name(), w.tensor().toFloats());
+                }
+            }
+        }
+        return m;
+    }
+
     @Test
     void badRecipesAreRefusedBeforeAnyStageRuns() {
         String first =
