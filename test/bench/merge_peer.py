@@ -2,7 +2,8 @@
 
 Like mergekit's default path it opens every input lazily (safe_open), loads one tensor of each model at a time,
 computes in float32, rounds to the output dtype, and collects output tensors into shards of 5 GB that it saves with
-safetensors.torch.save_file. Methods: linear (uniform weights, normalised) and ties (density 0.5, weights 1, the
+safetensors.torch.save_file. Methods: linear (uniform weights, normalised; summed in place, one input
+in float32 at a time) and ties (density 0.5, weights 1, the
 first model is the base, magnitude top-k per tensor by torch.kthvalue, sign election by the weighted sum,
 disjoint mean), the two that merge-scale.sh times against Scion.
 
@@ -73,12 +74,16 @@ def main():
             shard, size, n = {}, 0, n + 1
 
     for name in maps[0]:
-        xs = [get(i, name).to(torch.float32) for i in range(len(models))]
         dtype = get(0, name).dtype
-        if method == "linear":
-            r = torch.stack(xs).mean(0)
+        if method == "linear":  # accumulated in place: one input in float32 at a time beside the sum
+            r = get(0, name).to(torch.float32)
+            for i in range(1, len(models)):
+                r.add_(get(i, name).to(torch.float32))
+            r.div_(len(models))
         elif method == "ties":
+            xs = [get(i, name).to(torch.float32) for i in range(len(models))]
             r = ties(xs[0], xs[1:])
+            del xs
         else:
             raise SystemExit(f"unsupported method {method}")
         r = r.to(dtype)

@@ -2,6 +2,7 @@ package scion.cli;
 
 import com.fasterxml.jackson.core.JsonProcessingException;
 import java.io.IOException;
+import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -26,12 +27,15 @@ import scion.merge.MergeConfig;
 import scion.merge.MergeMethod;
 import scion.merge.MergeMethods;
 import scion.merge.MergePlan;
+import scion.merge.MergeStages;
 import scion.merge.Merger;
 
 /**
  * {@code scion merge CONFIG.yml OUT} (a mergekit YAML recipe) or {@code scion merge --method M [--base B] [--param
  * k=v ...] A B [C ...] OUT}: several checkpoints merged into one, streamed tensor by tensor (each output tensor is
- * read from every input, merged in float32, written and dropped).
+ * read from every input, merged in float32, written and dropped). A YAML of several documents is a multi-stage recipe
+ * as mergekit-multi runs it ({@link MergeStages}): stages run in dependency order, named stages into a staging area
+ * beside OUT that is removed at the end, the final stage into OUT.
  */
 @Command(
         name = "merge",
@@ -41,7 +45,11 @@ import scion.merge.Merger;
                     + " della_linear, sce, model_stock, nearswap, arcee_fusion, ram, passthrough (slices), and fisher"
                     + " (Fisher-weighted averaging, diagonal Fisher estimated on --calib TEXT).",
             "Safetensors folders (sharded) or ONNX files (weights matched by role and layer; the base's graph is"
-                    + " kept). Streamed: peak memory about (models + 2) x the largest tensor."
+                    + " kept), or hub references org/name[@rev] already in the local Hugging Face cache. Streamed:"
+                    + " peak memory about (models + 2) x the largest tensor.",
+            "A YAML of several documents (---) runs as mergekit-multi: each stage has a name, later stages use"
+                    + " earlier ones by name, the unnamed (or last) stage is written to OUT; intermediates are"
+                    + " staged beside OUT and removed."
         },
         mixinStandardHelpOptions = true)
 final class MergeCommand implements Callable<Integer> {
@@ -120,12 +128,16 @@ final class MergeCommand implements Callable<Integer> {
                         "a config file");
             }
             Path cfg = args.get(0);
-            config = MergeConfig.read(cfg);
+            MergeStages stages = MergeStages.read(cfg);
             try {
                 yaml = Files.readAllBytes(cfg);
             } catch (IOException e) {
                 throw InvalidInputException.of(cfg.toString(), "cannot read", "a readable file", e.getMessage());
             }
+            if (stages.multiStage()) {
+                return runStages(stages, yaml, out);
+            }
+            config = stages.last().config();
         } else {
             List<String> models = new ArrayList<>();
             for (Path p : args.subList(0, args.size() - 1)) {
@@ -147,7 +159,86 @@ final class MergeCommand implements Callable<Integer> {
             }
             config = MergeConfig.ofModels(method, base == null ? null : base.toString(), models, p, null);
         }
+        Map<String, Object> summary = runOne(config, yaml, out, output.force, "merging", Map.of(), false);
+        output.print(summary, spec.commandLine().getOut(), 15);
+        return ExitCodes.OK;
+    }
+
+    /**
+     * Runs a multi-stage recipe ({@link MergeStages}): each named stage into a staging area next to {@code out}
+     * (removed at the end, whatever happens), the final stage into {@code out}. Every reference was checked when the
+     * recipe was read; an existing {@code out} without {@code --force} is refused before the first stage runs.
+     */
+    private Integer runStages(MergeStages stages, byte[] yaml, Path out) throws JsonProcessingException {
+        Path dest = out.toAbsolutePath().normalize();
+        if (Files.exists(dest, java.nio.file.LinkOption.NOFOLLOW_LINKS) && !output.force) {
+            throw InvalidInputException.of(
+                    dest.toString(), "output already exists", "a new path (or --force)", "an existing file or folder");
+        }
+        Path staging;
+        try {
+            Files.createDirectories(dest.getParent());
+            staging = Files.createTempDirectory(dest.getParent(), "." + dest.getFileName() + ".stages-");
+        } catch (IOException e) {
+            throw InvalidInputException.of(
+                    dest.getParent().toString(),
+                    "cannot create the staging area for intermediate stages",
+                    "a writable folder",
+                    e.getMessage());
+        }
+        PrintWriter err = spec.commandLine().getErr();
+        Map<String, Path> produced = new LinkedHashMap<>();
+        Map<String, String> display = new LinkedHashMap<>();
+        List<String> report = new ArrayList<>();
+        Map<String, Object> summary = null;
+        int n = stages.stages().size();
+        try {
+            for (int i = 0; i < n; i++) {
+                MergeStages.Stage st = stages.stages().get(i);
+                boolean last = i == n - 1;
+                String label = "stage " + (i + 1) + "/" + n + " " + st.label();
+                err.println("scion merge: " + label + " (" + st.config().method() + ")" + (last ? " -> " + out : ""));
+                err.flush();
+                MergeConfig bound = MergeStages.bind(st, produced);
+                Path target = last ? out : staging.resolve("stage-" + (i + 1));
+                Map<String, Object> s;
+                try {
+                    s = runOne(bound, yaml, target, last && output.force, label + ": merging", display, !last);
+                } catch (InvalidInputException e) {
+                    throw new InvalidInputException(label + ": " + e.getMessage(), e);
+                }
+                if (!last) {
+                    Path written = Path.of(s.get("output").toString());
+                    produced.put(st.name(), written);
+                    display.put(written.toString(), "stage " + st.label());
+                }
+                report.add(
+                        label + ": " + st.config().method() + ", " + s.get("models") + ", " + s.get("seconds") + " s");
+                summary = s;
+            }
+        } finally {
+            deleteTree(staging);
+        }
+        summary.put("stages", report);
+        output.print(summary, spec.commandLine().getOut(), 15);
+        return ExitCodes.OK;
+    }
+
+    /**
+     * Plans and writes one merge into {@code out}. {@code display} renames model references (an intermediate stage's
+     * staged path → its stage name) in the report and provenance; {@code intermediate} lets an ONNX merge choose its
+     * own file name ({@code out + ".onnx"}).
+     */
+    private Map<String, Object> runOne(
+            MergeConfig config,
+            byte[] yaml,
+            Path out,
+            boolean force,
+            String label,
+            Map<String, String> display,
+            boolean intermediate) {
         Map<String, Object> summary = new LinkedHashMap<>();
+        ImportanceProvider importance = this.importance;
         try (MergePlan plan = MergePlan.open(config);
                 FisherRun fisher = FisherRun.ifNeeded(
                         plan,
@@ -164,11 +255,22 @@ final class MergeCommand implements Callable<Integer> {
             }
             Merger merger = new Merger(plan.models(), importance, seed, engine);
             merger.checkMemory(plan.jobs());
-            Map<String, String> prov = new LinkedHashMap<>(plan.describe());
+            Map<String, String> prov = new LinkedHashMap<>();
+            for (Map.Entry<String, String> e : plan.describe().entrySet()) {
+                String v = e.getValue();
+                for (Map.Entry<String, String> d : display.entrySet()) {
+                    v = v.replace(d.getKey(), d.getValue());
+                }
+                prov.put(e.getKey(), v);
+            }
             prov.put("seed", Long.toString(seed));
             Map<String, Checkpoint> inputs = new LinkedHashMap<>();
+            List<String> names = new ArrayList<>();
             for (int i = 0; i < plan.models().size(); i++) {
-                inputs.put(plan.modelNames().get(i), plan.models().get(i).checkpoint());
+                String name = plan.modelNames().get(i);
+                name = display.getOrDefault(name, name);
+                names.add(name);
+                inputs.put(name, plan.models().get(i).checkpoint());
             }
             Map<String, String> meta = Provenance.of(Scion.version(), "merge", prov, inputs);
             Model ref = plan.reference();
@@ -178,21 +280,22 @@ final class MergeCommand implements Callable<Integer> {
             }
             long start = System.nanoTime();
             if (ref.format() == Model.Format.ONNX) {
+                if (intermediate) {
+                    out = out.resolveSibling(out.getFileName() + ".onnx");
+                }
                 if (!out.getFileName().toString().endsWith(".onnx")) {
                     throw InvalidInputException.of(
                             out.toString(), "ONNX models merge into an ONNX file", "a path ending in .onnx", out);
                 }
                 shards.refuseForOnnx();
                 OnnxWriter.Written w;
-                try (Progress bar = Progress.forTerminal("merging", total)) {
+                try (Progress bar = Progress.forTerminal(label, total)) {
                     Map<String, Tensor> repl = plan.replacements(merger);
                     w = OnnxWriter.write(
                             ref.onnx().orElseThrow(),
                             progress(repl, bar),
                             out,
-                            OnnxWriter.Options.defaults()
-                                    .withForce(output.force)
-                                    .withMetadata(meta));
+                            OnnxWriter.Options.defaults().withForce(force).withMetadata(meta));
                 }
                 summary.put("output", w.model().toString());
                 w.dataFile().ifPresent(p -> summary.put("external_data", p.toString()));
@@ -204,11 +307,11 @@ final class MergeCommand implements Callable<Integer> {
                 }
                 long shard = shards.bytes();
                 CheckpointFolder folder = CheckpointFolder.at(out, meta)
-                        .force(output.force)
+                        .force(force)
                         .shardSize(shard)
                         .companionsFrom(plan.tokenizerFrom())
                         .skipCompanion("mergekit_config.yml")
-                        .label("merging");
+                        .label(label);
                 if (yaml != null) {
                     folder.file("mergekit_config.yml", yaml);
                 }
@@ -219,20 +322,37 @@ final class MergeCommand implements Callable<Integer> {
             }
             double secs = (System.nanoTime() - start) / 1e9;
             summary.put("method", plan.method().id());
-            summary.put("models", plan.modelNames());
+            summary.put("models", names);
             summary.put("family", ref.graph().architecture().family());
             summary.put("layers", plan.layers());
             summary.put("merged_tensors", plan.jobs().size());
             summary.put("copied_tensors", plan.copied());
             summary.put("tensor_bytes", total);
             summary.put("seconds", Math.round(secs * 100) / 100.0);
-            summary.put("tokenizer_from", plan.tokenizerFrom().toString());
+            String tok = plan.tokenizerFrom().toString();
+            summary.put("tokenizer_from", display.getOrDefault(tok, tok));
             if (!plan.notes().isEmpty()) {
                 summary.put("notes", plan.notes());
             }
         }
-        output.print(summary, spec.commandLine().getOut(), 15);
-        return ExitCodes.OK;
+        return summary;
+    }
+
+    /** Removes a staging area and everything in it (best effort: a file that cannot go is left). */
+    private static void deleteTree(Path root) {
+        if (!Files.exists(root, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+            return;
+        }
+        try (java.util.stream.Stream<Path> walk = Files.walk(root)) {
+            List<Path> all = new ArrayList<>();
+            walk.forEach(all::add);
+            java.util.Collections.reverse(all);
+            for (Path p : all) {
+                Files.deleteIfExists(p);
+            }
+        } catch (IOException e) {
+            // best effort: what remains is named in no output; the next run uses a fresh staging area
+        }
     }
 
     private static long numel(long[] shape) {

@@ -35,7 +35,8 @@ import scion.io.tensor.Tensor;
  *
  * <p>Accepted locations: a Hugging Face folder (config.json + {@code model.safetensors} or shards with an index), a
  * single {@code .safetensors} file with a {@code config.json} beside it, or an {@code .onnx} file (its weights are
- * traced to Hugging Face names through the graph, and its sizes inferred from the weights and shape constants).
+ * traced to Hugging Face names through the graph, and its sizes inferred from the weights and shape constants), or a
+ * hub reference {@code org/name[@revision]} already in the local Hugging Face cache ({@link HubCache}; never fetched).
  * A checkpoint factorised by {@code scion lowrank} opens as the model it approximates: each factor pair is one
  * weight whose tensor is a {@link scion.io.tensor.LowRankTensor} ({@link LowRankFactors}).
  */
@@ -62,12 +63,25 @@ public final class Model implements AutoCloseable {
 
     /** Opens and validates a model; nothing but headers and the ONNX graph is read. */
     public static Model open(Path location) {
+        return open(location, HubCache.root());
+    }
+
+    /**
+     * {@link #open(Path)} with the Hugging Face cache at {@code hubCache}: a location that does not exist and reads as
+     * a hub reference ({@code org/name}, {@code org/name@rev}) opens the cached snapshot ({@link HubCache}); one not
+     * in the cache is refused with the command that downloads it.
+     */
+    public static Model open(Path location, Path hubCache) {
         if (!Files.exists(location)) {
-            throw InvalidInputException.of(
-                    location.toString(),
-                    "no such file or folder",
-                    "a model folder, .safetensors or .onnx file",
-                    "nothing");
+            String text = location.toString();
+            if (HubCache.parse(text).isEmpty()) {
+                throw InvalidInputException.of(
+                        text,
+                        "no such file or folder",
+                        "a model folder, .safetensors or .onnx file, or a cached hub model org/name[@revision]",
+                        "nothing");
+            }
+            location = HubCache.resolve(hubCache, text);
         }
         Path onnx = onnxFile(location);
         if (onnx != null) {

@@ -4,8 +4,9 @@ import java.util.List;
 
 /**
  * Linear merge (model soups, Wortsman et al. 2022): {@code θ = Σ wᵢ θᵢ / Σ wᵢ} with {@code normalize} (default
- * true), {@code Σ wᵢ θᵢ} without. Uniform soup: all weights 1. Every listed model takes part, the base included
- * when it is listed; {@code base_model} alone does not contribute.
+ * true), {@code Σ wᵢ θᵢ} without. Uniform soup: all weights 1. Every listed model takes part, and so does the {@code
+ * base_model}: as in mergekit, a base missing from {@code models} joins them as the last model with the top-level
+ * {@code weight} ({@link MergePlan}); listed, it counts once. A base without a weight is refused.
  */
 public final class LinearMerge implements MergeMethod {
     @Override

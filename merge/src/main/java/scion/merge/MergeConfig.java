@@ -84,18 +84,49 @@ public record MergeConfig(
         return parse(text, file);
     }
 
-    /** Parses YAML text; {@code where} names it in messages. */
+    /**
+     * Parses YAML text holding one document; {@code where} names it in messages. A text with several documents (a
+     * multi-stage recipe) is refused here: {@link MergeStages} reads those.
+     */
     public static MergeConfig parse(String yaml, Path where) {
         String w = where == null ? "config" : where.getFileName().toString();
-        JsonNode root;
-        try {
-            root = new ObjectMapper(new YAMLFactory()).readTree(yaml);
-        } catch (IOException e) {
+        List<JsonNode> docs = documents(yaml, w);
+        if (docs.size() != 1) {
+            throw InvalidInputException.of(
+                    w,
+                    docs.isEmpty() ? "no YAML document" : "holds " + docs.size() + " YAML documents",
+                    "one merge config (several documents are a multi-stage recipe, read by MergeStages)",
+                    docs.size());
+        }
+        return of(docs.get(0), w, where);
+    }
+
+    /** The non-empty YAML documents of {@code yaml}, in order (a document that is only a comment is skipped). */
+    static List<JsonNode> documents(String yaml, String w) {
+        List<JsonNode> docs = new ArrayList<>();
+        ObjectMapper mapper = new ObjectMapper(new YAMLFactory());
+        try (com.fasterxml.jackson.databind.MappingIterator<JsonNode> it =
+                mapper.readerFor(JsonNode.class).readValues(yaml)) {
+            while (it.hasNextValue()) {
+                JsonNode d = it.nextValue();
+                if (d != null && !d.isNull() && !d.isMissingNode()) {
+                    docs.add(d);
+                }
+            }
+        } catch (IOException | RuntimeException e) {
             throw InvalidInputException.of(w, "not valid YAML", "a mergekit config", firstLine(e.getMessage()));
         }
+        return docs;
+    }
+
+    /** One parsed document; {@code w} names it in messages. */
+    static MergeConfig of(JsonNode root, String w, Path where) {
         if (root == null || !root.isObject()) {
             throw InvalidInputException.of(
-                    w, "not a mapping", "a YAML mapping with merge_method", "'" + yaml.strip() + "'");
+                    w,
+                    "not a mapping",
+                    "a YAML mapping with merge_method",
+                    "'" + root.asText().strip() + "'");
         }
         for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
             String k = it.next();
@@ -206,6 +237,83 @@ public record MergeConfig(
                 text(root, "out_dtype", w).orElse(null),
                 text(root, "tokenizer_source", w).orElse(null),
                 where);
+    }
+
+    /**
+     * Every model reference of the config with where it is written: {@code base_model}, {@code models[i].model},
+     * {@code slices[i].sources[j].model}, {@code slices[i].base_model}, and {@code tokenizer_source} when it names a
+     * model (not {@code base} or {@code union}). Keys are places ({@code models[1]}), values the references.
+     */
+    public Map<String, String> references() {
+        Map<String, String> r = new LinkedHashMap<>();
+        if (baseModel != null) {
+            r.put("base_model", baseModel);
+        }
+        if (models != null) {
+            for (int i = 0; i < models.size(); i++) {
+                r.put("models[" + i + "]", models.get(i).model());
+            }
+        }
+        if (slices != null) {
+            for (int i = 0; i < slices.size(); i++) {
+                SliceDef s = slices.get(i);
+                for (int j = 0; j < s.sources().size(); j++) {
+                    r.put(
+                            "slices[" + i + "].sources[" + j + "]",
+                            s.sources().get(j).model());
+                }
+                if (s.baseModel() != null) {
+                    r.put("slices[" + i + "].base_model", s.baseModel());
+                }
+            }
+        }
+        if (tokenizerSource != null && !"base".equals(tokenizerSource) && !"union".equals(tokenizerSource)) {
+            r.put("tokenizer_source", tokenizerSource);
+        }
+        return r;
+    }
+
+    /** This config with every model reference ({@link #references()}) replaced by {@code f} of it. */
+    public MergeConfig withReferences(java.util.function.UnaryOperator<String> f) {
+        List<ModelDef> ms = null;
+        if (models != null) {
+            ms = new ArrayList<>();
+            for (ModelDef m : models) {
+                ms.add(new ModelDef(f.apply(m.model()), m.parameters()));
+            }
+        }
+        List<SliceDef> ss = null;
+        if (slices != null) {
+            ss = new ArrayList<>();
+            for (SliceDef s : slices) {
+                List<SourceDef> src = new ArrayList<>();
+                for (SourceDef so : s.sources()) {
+                    src.add(new SourceDef(f.apply(so.model()), so.from(), so.to(), so.parameters()));
+                }
+                ss.add(new SliceDef(src, s.baseModel() == null ? null : f.apply(s.baseModel()), s.parameters()));
+            }
+        }
+        String ts = tokenizerSource == null || "base".equals(tokenizerSource) || "union".equals(tokenizerSource)
+                ? tokenizerSource
+                : f.apply(tokenizerSource);
+        return new MergeConfig(
+                method, baseModel == null ? null : f.apply(baseModel), ms, ss, parameters, dtype, outDtype, ts, where);
+    }
+
+    /**
+     * Where a model reference points: the path as written when it exists, else the same path relative to the config's
+     * folder when that exists, else the path as written (which {@link scion.io.Model#open} may still find in the
+     * Hugging Face cache, or refuse).
+     */
+    public Path resolve(String ref) {
+        Path p = Path.of(ref);
+        if (!Files.exists(p) && where != null && !p.isAbsolute()) {
+            Path alt = where.toAbsolutePath().getParent().resolve(ref);
+            if (Files.exists(alt)) {
+                return alt;
+            }
+        }
+        return p;
     }
 
     /** A config built from the command line: {@code models} form, per-model weight 1 unless given. */

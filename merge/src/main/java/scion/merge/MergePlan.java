@@ -38,9 +38,17 @@ import scion.io.tensor.Tensor;
  * the blocks (embeddings) come from the first slice's sources, those after (final norm, head) from the last slice's,
  * as in mergekit.
  *
+ * <p><b>The base.</b> With {@code models}, a {@code base_model} that is not listed joins the models as the last one,
+ * with the top-level parameters only, as mergekit's planner adds it: methods with a base role ({@link
+ * MergeMethod#baseUse()} required or optional) read it as the base, the others ({@code linear}, {@code karcher}, ...)
+ * as one more model. {@code slices} take their sources as listed.
+ *
  * <p><b>Parameters</b> are resolved per tensor as {@link MergeParams} describes, with the gradient position {@code t}
- * = {@code k / (n − 1)} within the slice ({@code n} its block count; 1 when {@code n = 1}), 0 for weights before the
- * blocks and 1 after them, exactly as mergekit's planner does; filters match the output tensor's Hugging Face name.
+ * = {@code k / (n − 1)} within the slice ({@code n} its block count; 1 when {@code n = 1}), and 0 for the weights
+ * outside the blocks — before them (embeddings, from the first slice) and after them (final norm, head, from the last
+ * slice) — as current mergekit's planner reads them (its module planner builds one config reader at {@code t = 0}
+ * for both; mergekit before its Transformers-5 port read the weights after the blocks at 1); filters match the output
+ * tensor's Hugging Face name.
  *
  * <p><b>Refused</b> (with the reason): models of different families, shapes that differ (including vocabulary sizes:
  * mergekit would keep the common submatrix of the embeddings and needs {@code tokenizer_source} to remap tokens; Scion
@@ -100,6 +108,15 @@ public final class MergePlan implements AutoCloseable {
                 for (MergeConfig.ModelDef m : config.models()) {
                     src.add(new MergeConfig.SourceDef(m.model(), 0, layers, m.parameters()));
                 }
+                if (base >= 0
+                        && method.baseUse() == MergeMethod.BaseUse.UNUSED
+                        && src.stream().noneMatch(so -> so.model().equals(config.baseModel()))) {
+                    // mergekit: a base_model missing from `models` joins them as the last model (top-level
+                    // parameters only); methods with a base role read it as the base, the others as one more model
+                    src.add(new MergeConfig.SourceDef(config.baseModel(), 0, layers, Map.of()));
+                    notes.add("base_model " + config.baseModel() + " takes part in " + method.id()
+                            + " as one more model (as in mergekit)");
+                }
                 slices = List.of(new MergeConfig.SliceDef(src, null, Map.of()));
             } else if (ref.format() == Model.Format.ONNX) {
                 throw InvalidInputException.of(
@@ -148,14 +165,7 @@ public final class MergePlan implements AutoCloseable {
     }
 
     private Path resolve(String ref) {
-        Path p = Path.of(ref);
-        if (!Files.exists(p) && config.where() != null && !p.isAbsolute()) {
-            Path alt = config.where().toAbsolutePath().getParent().resolve(ref);
-            if (Files.exists(alt)) {
-                return alt;
-            }
-        }
-        return p;
+        return config.resolve(ref);
     }
 
     private Model model(String ref) {
@@ -262,7 +272,7 @@ public final class MergePlan implements AutoCloseable {
             if (w.layer() < 0) {
                 boolean post = isPost(w.role());
                 MergeConfig.SliceDef s = post ? slices.get(slices.size() - 1) : slices.get(0);
-                addTensor(w, w.name(), w.tensor().name(), -1, s, 0, post ? 1.0 : 0.0);
+                addTensor(w, w.name(), w.tensor().name(), -1, s, 0, 0.0);
                 continue;
             }
             if (blocksDone) {
@@ -432,11 +442,19 @@ public final class MergePlan implements AutoCloseable {
                 if (isBase && method.baseUse() != MergeMethod.BaseUse.UNUSED) {
                     continue; // the base's own weight is not read by base-using methods
                 }
+                boolean unlistedBase = model.equals(config.baseModel())
+                        && config.models() != null
+                        && config.models().stream().noneMatch(m -> m.model().equals(model));
                 throw InvalidInputException.of(
                         where(),
                         "missing required parameter '" + p.name() + "' for " + model + " (tensor " + hf + ")",
                         p.name() + ": <value> under the model, its slice or the top-level parameters",
-                        "none");
+                        "none"
+                                + (unlistedBase
+                                        ? "; hint: the base_model takes part in " + method.id()
+                                                + " as a model (as in mergekit): list it under models with a "
+                                                + p.name() + ", or give a top-level " + p.name()
+                                        : ""));
             }
             out.put(p.name(), v);
         }

@@ -451,7 +451,7 @@ final class Methods {
      * Karcher (Riemannian) mean on the unit sphere with equal weights: directions {@code uᵢ = vᵢ/‖vᵢ‖} (tensors of norm
      * ≤ tol left out), start at the normalised mean, then up to {@code max_iter} (10) steps {@code μ ← cos‖g‖·μ +
      * sin‖g‖·g/‖g‖} with {@code g = Σ αᵢ θᵢ/sin θᵢ (uᵢ − cos θᵢ μ)}, stopping when {@code ‖g‖ < tol} (1e-5); scaled by
-     * {@code Σ ‖vᵢ‖/N}. Every listed model takes part.
+     * {@code Σ ‖vᵢ‖/N}. Every listed model takes part, and so does an unlisted {@code base_model} (as in mergekit, see {@link MergePlan}).
      */
     static MergeMethod karcher() {
         return new SimpleMethod(

@@ -155,4 +155,35 @@ class MergeUnitTest {
                         null));
         assertTrue(s.getMessage().contains("unknown key 'layer_rang'"), s.getMessage());
     }
+
+    /**
+     * A text of several YAML documents is never read as its first document alone: {@link MergeConfig#parse} refuses
+     * it, {@link MergeStages#parse} orders its stages by their references (the final one last) and binds the names.
+     */
+    @Test
+    void severalDocumentsAreStagesNeverTheFirstAlone(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        java.nio.file.Path m = java.nio.file.Files.createDirectories(dir.resolve("m"));
+        String yaml = "merge_method: linear\nmodels: [b, " + m + "]\n---\nname: b\nmerge_method: linear\n"
+                + "models: [a]\n---\nname: a\nmerge_method: karcher\nmodels: [" + m + "]\n";
+        InvalidInputException e =
+                assertThrows(InvalidInputException.class, () -> MergeConfig.parse(yaml, dir.resolve("x.yml")));
+        assertTrue(e.getMessage().contains("x.yml: holds 3 YAML documents"), e.getMessage());
+        MergeStages st = MergeStages.parse(yaml, dir.resolve("x.yml"));
+        assertEquals(
+                java.util.Arrays.asList("a", "b", null),
+                st.stages().stream().map(MergeStages.Stage::name).collect(java.util.stream.Collectors.toList()));
+        assertEquals(
+                java.util.List.of(3, 2, 1),
+                st.stages().stream().map(MergeStages.Stage::document).collect(java.util.stream.Collectors.toList()));
+        MergeConfig bound = MergeStages.bind(st.last(), java.util.Map.of("b", dir.resolve("out-b")));
+        assertEquals(dir.resolve("out-b").toString(), bound.models().get(0).model());
+        assertEquals(m.toString(), bound.models().get(1).model());
+        // one document with a leading '---' and a comment-only trailing document is one stage
+        assertEquals(
+                1,
+                MergeStages.parse("---\nmerge_method: linear\nmodels: [" + m + "]\n---\n# end\n", null)
+                        .stages()
+                        .size());
+    }
 }

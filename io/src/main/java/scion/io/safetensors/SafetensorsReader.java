@@ -83,9 +83,18 @@ public final class SafetensorsReader {
         return openSingle(path, path, name);
     }
 
+    /**
+     * The command a refusal of a pickle-only folder suggests (followed by the folder and a new output folder): loads
+     * the checkpoint with the class its config.json names and saves it again, which transformers does as safetensors.
+     */
+    public static final String CONVERT_PICKLES = "python -c \"import sys, json, transformers as t; a = json.load(open("
+            + "sys.argv[1] + '/config.json'))['architectures'][0]; getattr(t, a).from_pretrained(sys.argv[1])"
+            + ".save_pretrained(sys.argv[2])\"";
+
     private static SafetensorsCheckpoint openFolder(Path dir) {
         List<String> indexes = new ArrayList<>();
         List<String> files = new ArrayList<>();
+        List<String> pickles = new ArrayList<>();
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir)) {
             for (Path p : ds) {
                 String n = p.getFileName().toString();
@@ -96,6 +105,8 @@ public final class SafetensorsReader {
                     indexes.add(n);
                 } else if (n.endsWith(FILE_SUFFIX)) {
                     files.add(n);
+                } else if (n.endsWith(".bin") || n.endsWith(".pt") || n.endsWith(".pth") || n.endsWith(".ckpt")) {
+                    pickles.add(n);
                 }
             }
         } catch (IOException e) {
@@ -113,6 +124,17 @@ public final class SafetensorsReader {
         }
         if (files.size() == 1) {
             return openSingle(dir, dir.resolve(files.get(0)), files.get(0));
+        }
+        if (files.isEmpty() && !pickles.isEmpty()) {
+            Collections.sort(pickles);
+            String shown = pickles.size() > 2
+                    ? pickles.get(0) + " … " + pickles.get(pickles.size() - 1) + " (" + pickles.size() + " files)"
+                    : String.join(", ", pickles);
+            throw new InvalidInputException(dir + ": only PyTorch pickle weights in the folder, which Scion does not"
+                    + " read (unpickling can run code); expected a *" + FILE_SUFFIX + " file or a *" + INDEX_SUFFIX
+                    + ", found " + shown + "; hint: convert it once with transformers (which writes safetensors)"
+                    + " into a new folder and copy the tokenizer files beside it: " + CONVERT_PICKLES + " " + dir
+                    + " " + dir + "-safetensors");
         }
         if (files.isEmpty()) {
             throw InvalidInputException.of(

@@ -127,6 +127,32 @@ class MergeConfigCliTest {
     }
 
     /**
+     * Gradients on the weights outside the blocks read position 0, as current mergekit does: with ft1's weight
+     * [1, 0] and ft2's [0, 1] over two blocks, block 0 is ft1, block 1 is ft2, and the embedding, the final norm and
+     * the head are all ft1's (at position 1 they would be ft2's), bit for bit.
+     */
+    @Test
+    void gradientsReadPositionZeroOutsideTheBlocks() {
+        Path cfg = write(
+                "grad.yml",
+                "merge_method: linear\nmodels:\n  - model: " + ft1 + "\n    parameters: {weight: [1, 0]}\n"
+                        + "  - model: " + ft2 + "\n    parameters: {weight: [0, 1]}\n");
+        Path out = tmp.resolve("grad");
+        CliRun r = CliRun.of("merge", cfg.toString(), out.toString());
+        assertEquals(0, r.code(), r.toString());
+        Map<String, float[]> a = MergeReferenceTest.read(ft1);
+        Map<String, float[]> b = MergeReferenceTest.read(ft2);
+        Map<String, float[]> o = MergeReferenceTest.read(out);
+        for (String n : a.keySet()) {
+            Map<String, float[]> want = n.startsWith("model.layers.1.") ? b : a;
+            assertArrayEquals(want.get(n), o.get(n), n);
+        }
+        for (String n : new String[] {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}) {
+            assertFalse(java.util.Arrays.equals(a.get(n), b.get(n)), n + " differs between ft1 and ft2");
+        }
+    }
+
+    /**
      * Passthrough frankenmerge: ft1's blocks 0-1 then ft2's block 1 (renumbered 2), bit for bit, with a scaled
      * block: a {@code scale} on ft2's MLP multiplies exactly those tensors.
      */

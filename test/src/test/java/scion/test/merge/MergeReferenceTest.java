@@ -126,6 +126,49 @@ class MergeReferenceTest {
 
     // ---------------------------------------------------------------- linear family
 
+    /**
+     * mergekit adds a {@code base_model} missing from {@code models} as one more model with the top-level parameters:
+     * with {@code weight: 0.5} at the top, (0.2·ft1 + 0.3·ft2 + 0.5·base) / 1.0. A base also listed among the models
+     * counts once: {@code --base ft1 ft1 ft2} is (ft1 + ft2) / 2.
+     */
+    @Test
+    void linearWithABaseTakesTheBaseAsAModel() {
+        Path cfg = yaml(
+                "linear-base.yml",
+                "merge_method: linear\nbase_model: " + base + "\nparameters: {weight: 0.5}\nmodels:\n"
+                        + "  - model: " + ft1 + "\n    parameters: {weight: 0.2}\n"
+                        + "  - model: " + ft2 + "\n    parameters: {weight: 0.3}\n");
+        check("linear (0.2, 0.3) + base 0.5", merge("linear-base", s(cfg)), n -> {
+            double[] r = new double[B.get(n).length];
+            for (int i = 0; i < r.length; i++) {
+                r[i] = (0.2 * A1.get(n)[i] + 0.3 * A2.get(n)[i] + 0.5 * B.get(n)[i]) / 1.0;
+            }
+            return r;
+        });
+        check(
+                "linear, base listed once",
+                merge("linear-listed", "--method", "linear", "--base", s(ft1), s(ft1), s(ft2)),
+                n -> {
+                    double[] r = new double[B.get(n).length];
+                    for (int i = 0; i < r.length; i++) {
+                        r[i] = (A1.get(n)[i] + (double) A2.get(n)[i]) / 2;
+                    }
+                    return r;
+                });
+        // without a top-level weight the base has none: refused, saying why
+        Path bad = yaml(
+                "linear-base-noweight.yml",
+                "merge_method: linear\nbase_model: " + base + "\nmodels:\n" + "  - model: " + ft1
+                        + "\n    parameters: {weight: 0.2}\n");
+        CliRun r = CliRun.of("merge", s(bad), tmp.resolve("linear-bad").toString());
+        assertEquals(3, r.code(), r.toString());
+        assertTrue(
+                r.err().contains("missing required parameter 'weight' for " + base)
+                        && r.err().contains("the base_model takes part in linear as a model (as in mergekit)"),
+                r.err());
+        assertTrue(!Files.exists(tmp.resolve("linear-bad")));
+    }
+
     @Test
     void linearWeightedSoup() {
         Path cfg = yaml(
@@ -334,53 +377,77 @@ class MergeReferenceTest {
 
     @Test
     void karcherMatches() {
-        check("karcher (3 models)", merge("karcher", "--method", "karcher", s(ft1), s(ft2), s(ft3)), n -> {
-            double[][] v = {d(A1.get(n)), d(A2.get(n)), d(A3.get(n))};
-            double[][] u = new double[3][];
-            double scale = 0;
-            for (int k = 0; k < 3; k++) {
-                double nk = Math.sqrt(dot(v[k], v[k]));
-                scale += nk / 3;
-                u[k] = new double[v[k].length];
-                for (int i = 0; i < u[k].length; i++) {
-                    u[k][i] = v[k][i] / nk;
+        check(
+                "karcher (3 models)",
+                merge("karcher", "--method", "karcher", s(ft1), s(ft2), s(ft3)),
+                n -> karcher(d(A1.get(n)), d(A2.get(n)), d(A3.get(n))));
+    }
+
+    /**
+     * mergekit adds a {@code base_model} missing from {@code models} as one more model, and karcher takes every
+     * model with equal weight: with {@code --base base}, the Karcher mean of ft1, ft2 and the base (not of ft1 and ft2,
+     * whose mean differs by far more than the tolerance).
+     */
+    @Test
+    void karcherWithABaseTakesTheBaseAsAModel() {
+        Map<String, float[]> got = merge("karcher-base", "--method", "karcher", "--base", s(base), s(ft1), s(ft2));
+        check("karcher (2 models + base)", got, n -> karcher(d(A1.get(n)), d(A2.get(n)), d(B.get(n))));
+        String n = "model.layers.0.self_attn.q_proj.weight";
+        double[] without = karcher(d(A1.get(n)), d(A2.get(n)));
+        double max = 0;
+        for (int i = 0; i < without.length; i++) {
+            max = Math.max(max, Math.abs(got.get(n)[i] - without[i]));
+        }
+        assertTrue(max > 100 * TOL, "the base must change the mean: " + max);
+    }
+
+    /** The Karcher mean of {@code v} with equal weights, iterated to |g| < 1e-5 or 10 steps, scaled by the mean norm. */
+    static double[] karcher(double[]... v) {
+        int m = v.length;
+        double[][] u = new double[m][];
+        double scale = 0;
+        for (int k = 0; k < m; k++) {
+            double nk = Math.sqrt(dot(v[k], v[k]));
+            scale += nk / m;
+            u[k] = new double[v[k].length];
+            for (int i = 0; i < u[k].length; i++) {
+                u[k][i] = v[k][i] / nk;
+            }
+        }
+        // Riemannian gradient descent to convergence (the method stops at |g| < 1e-5 or 10 steps)
+        double[] mu = new double[u[0].length];
+        for (double[] uk : u) {
+            for (int i = 0; i < mu.length; i++) {
+                mu[i] += uk[i] / m;
+            }
+        }
+        normalise(mu);
+        for (int it = 0; it < 10; it++) {
+            double[] g = new double[mu.length];
+            for (double[] uk : u) {
+                double c = Math.max(-1, Math.min(1, dot(mu, uk)));
+                double th = Math.acos(c);
+                if (th < 1e-5) {
+                    continue;
+                }
+                for (int i = 0; i < mu.length; i++) {
+                    g[i] += (1.0 / m) * th / Math.sin(th) * (uk[i] - c * mu[i]);
                 }
             }
-            // Riemannian gradient descent to convergence (the method stops at |g| < 1e-5 or 10 steps)
-            double[] mu = new double[u[0].length];
-            for (double[] uk : u) {
-                for (int i = 0; i < mu.length; i++) {
-                    mu[i] += uk[i] / 3;
-                }
+            double gn = Math.sqrt(dot(g, g));
+            if (gn < 1e-5) {
+                break;
+            }
+            for (int i = 0; i < mu.length; i++) {
+                mu[i] = Math.cos(gn) * mu[i] + Math.sin(gn) * g[i] / gn;
             }
             normalise(mu);
-            for (int it = 0; it < 10; it++) {
-                double[] g = new double[mu.length];
-                for (double[] uk : u) {
-                    double c = Math.max(-1, Math.min(1, dot(mu, uk)));
-                    double th = Math.acos(c);
-                    if (th < 1e-5) {
-                        continue;
-                    }
-                    for (int i = 0; i < mu.length; i++) {
-                        g[i] += (1 / 3.0) * th / Math.sin(th) * (uk[i] - c * mu[i]);
-                    }
-                }
-                double gn = Math.sqrt(dot(g, g));
-                if (gn < 1e-5) {
-                    break;
-                }
-                for (int i = 0; i < mu.length; i++) {
-                    mu[i] = Math.cos(gn) * mu[i] + Math.sin(gn) * g[i] / gn;
-                }
-                normalise(mu);
-            }
-            double[] r = new double[mu.length];
-            for (int i = 0; i < r.length; i++) {
-                r[i] = scale * mu[i];
-            }
-            return r;
-        });
+        }
+        double[] r = new double[mu.length];
+        for (int i = 0; i < r.length; i++) {
+            r[i] = scale * mu[i];
+        }
+        return r;
     }
 
     static void normalise(double[] a) {
