@@ -21,6 +21,11 @@ public interface ChunkedMerge {
         return 0;
     }
 
+    /** Whether pass {@code pass} turned out unnecessary after the passes before it (it is then not run at all). */
+    default boolean skip(int pass) {
+        return false;
+    }
+
     /** The partial statistics of one statistics block in pass {@code pass}; runs on a worker thread. */
     default Object observe(int pass, Block b) {
         return null;

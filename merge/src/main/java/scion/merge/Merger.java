@@ -290,6 +290,9 @@ public final class Merger {
             int statRows = engine.statRows(rowLength);
             int blocks = Math.toIntExact((rows + statRows - 1) / statRows);
             for (int p = 0; p < method.passes(); p++) {
+                if (method.skip(p)) {
+                    continue;
+                }
                 int pass = p;
                 engine.inOrder(
                         blocks,

@@ -291,6 +291,31 @@ public final class TaskArithmeticMerge implements MergeMethod {
             return passes.length;
         }
 
+        /**
+         * The count of equal elements before each block matters only when a bound splits its equals: some of the
+         * elements equal to the lower bound are dropped, or some equal to the upper bound are kept and some not.
+         */
+        @Override
+        public boolean skip(int pass) {
+            if (passes[pass] != EQUAL) {
+                return false;
+            }
+            for (int k = 0; k < tasks.length; k++) {
+                if (selects[k] && (lo[k] - below[k][0] > 0 || hi[k] - below[k][1] < equalTotal(k, 1))) {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        /** How many elements of task {@code k} equal bound {@code j} (known after the {@code LOW} pass). */
+        private long equalTotal(int k, int j) {
+            if (bucket[k][j] < 0) {
+                return 0;
+            }
+            return lowHist[k][j][Float.floatToRawIntBits(bound[k][j]) & 0xffff];
+        }
+
         /** The task vector of task {@code k} over block {@code b}: {@code θ − base}, in the block's own array. */
         private float[] delta(Block b, int k) {
             float[] d = b.values().get(tasks[k]);
@@ -558,7 +583,7 @@ public final class TaskArithmeticMerge implements MergeMethod {
             if (before != null) {
                 seenLo = before[k][0];
                 seenHi = before[k][1];
-            } else if (start != 0) {
+            } else if (start != 0 && !equalBefore.isEmpty()) {
                 throw new IllegalStateException("'" + t.name() + "': block at " + start + " is not a statistics block");
             }
             for (int i = 0; i < d.length; i++) {
