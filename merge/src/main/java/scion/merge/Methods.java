@@ -1025,86 +1025,257 @@ final class Methods {
      */
     static MergeMethod sce() {
         return new SimpleMethod(
-                "sce",
-                "SCE: variance-selected, energy-weighted, sign-erased task vectors",
-                BaseUse.REQUIRED,
-                List.of(
-                        global("select_topk", 1.0, "fraction of highest-variance elements kept"),
-                        global("int8_mask", false, "accepted; no effect on values")),
-                false,
-                (m, b) -> need(b, "sce needs a base_model"),
-                t -> {
-                    int[] o = t.nonBase();
-                    float[] base = t.base();
-                    int n = base.length;
-                    if (o.length == 0) {
-                        return base.clone();
-                    }
-                    List<float[]> d = new ArrayList<>();
-                    for (int k : o) {
-                        float[] x = t.values().get(k);
-                        MergeOps.subInPlace(x, base);
-                        d.add(x);
-                    }
-                    double topk = t.params().number("select_topk");
-                    if (topk < 1) {
-                        float[] var = new float[n];
-                        int nonzero = 0;
-                        for (int i = 0; i < n; i++) {
-                            double mean = 0;
-                            for (float[] x : d) {
-                                mean += x[i];
+                        "sce",
+                        "SCE: variance-selected, energy-weighted, sign-erased task vectors",
+                        BaseUse.REQUIRED,
+                        List.of(
+                                global("select_topk", 1.0, "fraction of highest-variance elements kept"),
+                                global("int8_mask", false, "accepted; no effect on values")),
+                        false,
+                        (m, b) -> need(b, "sce needs a base_model"),
+                        t -> {
+                            int[] o = t.nonBase();
+                            float[] base = t.base();
+                            int n = base.length;
+                            if (o.length == 0) {
+                                return base.clone();
                             }
-                            mean /= d.size();
-                            double v = 0;
-                            for (float[] x : d) {
-                                v += (x[i] - mean) * (x[i] - mean);
+                            List<float[]> d = new ArrayList<>();
+                            for (int k : o) {
+                                float[] x = t.values().get(k);
+                                MergeOps.subInPlace(x, base);
+                                d.add(x);
                             }
-                            var[i] = (float) (v / d.size());
-                            if (var[i] != 0) {
-                                nonzero++;
-                            }
-                        }
-                        int k = (int) (Math.abs(topk) * nonzero);
-                        float[] keep = var.clone();
-                        MergeOps.keepMagnitudeRanks(keep, n - k, n);
-                        for (int i = 0; i < n; i++) {
-                            if (keep[i] == 0 || k == 0) {
-                                for (float[] x : d) {
-                                    x[i] = 0;
+                            double topk = t.params().number("select_topk");
+                            if (topk < 1) {
+                                float[] var = new float[n];
+                                int nonzero = 0;
+                                for (int i = 0; i < n; i++) {
+                                    double mean = 0;
+                                    for (float[] x : d) {
+                                        mean += x[i];
+                                    }
+                                    mean /= d.size();
+                                    double v = 0;
+                                    for (float[] x : d) {
+                                        v += (x[i] - mean) * (x[i] - mean);
+                                    }
+                                    var[i] = (float) (v / d.size());
+                                    if (var[i] != 0) {
+                                        nonzero++;
+                                    }
+                                }
+                                int k = (int) (Math.abs(topk) * nonzero);
+                                float[] keep = var.clone();
+                                MergeOps.keepMagnitudeRanks(keep, n - k, n);
+                                for (int i = 0; i < n; i++) {
+                                    if (keep[i] == 0 || k == 0) {
+                                        for (float[] x : d) {
+                                            x[i] = 0;
+                                        }
+                                    }
                                 }
                             }
-                        }
+                            double[] w = new double[d.size()];
+                            double ws = 0;
+                            for (int k = 0; k < d.size(); k++) {
+                                w[k] = MergeOps.dot(d.get(k), d.get(k)) / n;
+                                ws += w[k];
+                            }
+                            for (int k = 0; k < d.size(); k++) {
+                                w[k] = ws == 0 ? 1.0 / d.size() : w[k] / ws;
+                            }
+                            float[] out = new float[n];
+                            for (int i = 0; i < n; i++) {
+                                float s = 0;
+                                for (float[] x : d) {
+                                    s += x[i];
+                                }
+                                float maj = s >= 0 ? 1f : -1f;
+                                double mixed = 0;
+                                double div = 0;
+                                for (int k = 0; k < d.size(); k++) {
+                                    float v = d.get(k)[i];
+                                    if (Math.signum(v) == maj) {
+                                        mixed += w[k] * v;
+                                        div += w[k];
+                                    }
+                                }
+                                out[i] = (float) (base[i] + mixed / (div == 0 ? 1 : div));
+                            }
+                            return out;
+                        })
+                .withChunks(Methods::sceChunks);
+    }
+
+    /**
+     * SCE in blocks: with {@code select_topk < 1}, the variance bound is found exactly over the whole tensor ({@link
+     * RankSelect} on the per-element variances, after a count of the non-zero ones), then one pass sums each task
+     * vector's energy after the selection, then an element-wise apply.
+     */
+    private static ChunkedMerge sceChunks(TensorSpec s) {
+        int[] o = s.nonBase();
+        if (o.length == 0 || !s.hasBase()) {
+            return null; // a copy of the base
+        }
+        double topk = s.params().number("select_topk");
+        boolean selecting = topk < 1;
+        long n = s.numel();
+        int m = o.length;
+        RankSelect select = new RankSelect(n, 0, n);
+        int high = 0;
+        int low = 1;
+        int equal = 2;
+        int energy = 3;
+        int[] passes = selecting ? new int[] {high, low, equal, energy} : new int[] {energy};
+        return new ChunkedMerge() {
+            private long nonzero;
+            private long k;
+            private final double[] energies = new double[m];
+            private double[] w;
+
+            @Override
+            public int passes() {
+                return passes.length;
+            }
+
+            @Override
+            public boolean skip(int pass) {
+                return passes[pass] == equal && !select.needsEqualCounts()
+                        || passes[pass] != high && passes[pass] != energy && k == 0;
+            }
+
+            /** The task vectors of the block, with the variance selection applied when {@code selected}. */
+            private float[][] deltas(Block b, boolean selected) {
+                float[][] d = new float[m][];
+                for (int j = 0; j < m; j++) {
+                    d[j] = b.values().get(o[j]);
+                    MergeOps.subInPlace(d[j], b.base());
+                }
+                if (selected && selecting) {
+                    float[] var = variance(d);
+                    if (k > 0) {
+                        select.keep(var, b.start());
                     }
-                    double[] w = new double[d.size()];
-                    double ws = 0;
-                    for (int k = 0; k < d.size(); k++) {
-                        w[k] = MergeOps.dot(d.get(k), d.get(k)) / n;
-                        ws += w[k];
-                    }
-                    for (int k = 0; k < d.size(); k++) {
-                        w[k] = ws == 0 ? 1.0 / d.size() : w[k] / ws;
-                    }
-                    float[] out = new float[n];
-                    for (int i = 0; i < n; i++) {
-                        float s = 0;
-                        for (float[] x : d) {
-                            s += x[i];
-                        }
-                        float maj = s >= 0 ? 1f : -1f;
-                        double mixed = 0;
-                        double div = 0;
-                        for (int k = 0; k < d.size(); k++) {
-                            float v = d.get(k)[i];
-                            if (Math.signum(v) == maj) {
-                                mixed += w[k] * v;
-                                div += w[k];
+                    for (int i = 0; i < var.length; i++) {
+                        if (var[i] == 0 || k == 0) {
+                            for (float[] x : d) {
+                                x[i] = 0;
                             }
                         }
-                        out[i] = (float) (base[i] + mixed / (div == 0 ? 1 : div));
                     }
-                    return out;
-                });
+                }
+                return d;
+            }
+
+            private float[] variance(float[][] d) {
+                float[] var = new float[d[0].length];
+                for (int i = 0; i < var.length; i++) {
+                    double mean = 0;
+                    for (float[] x : d) {
+                        mean += x[i];
+                    }
+                    mean /= m;
+                    double v = 0;
+                    for (float[] x : d) {
+                        v += (x[i] - mean) * (x[i] - mean);
+                    }
+                    var[i] = (float) (v / m);
+                }
+                return var;
+            }
+
+            @Override
+            public Object observe(int pass, Block b) {
+                int p = passes[pass];
+                if (p == energy) {
+                    float[][] d = deltas(b, true);
+                    double[] e = new double[m];
+                    for (int j = 0; j < m; j++) {
+                        e[j] = MergeOps.dot(d[j], d[j]);
+                    }
+                    return e;
+                }
+                float[] var = variance(deltas(b, false));
+                if (p == high) {
+                    long nz = 0;
+                    for (float v : var) {
+                        if (v != 0) {
+                            nz++;
+                        }
+                    }
+                    return new Object[] {RankSelect.highPartial(var), nz};
+                }
+                return p == low ? select.lowPartial(var) : new Object[] {b.start(), select.equalPartial(var)};
+            }
+
+            @Override
+            public void accept(int pass, Object partial) {
+                int p = passes[pass];
+                if (p == high) {
+                    select.addHigh((int[]) ((Object[]) partial)[0]);
+                    nonzero += (Long) ((Object[]) partial)[1];
+                } else if (p == low) {
+                    select.addLow((int[][]) partial);
+                } else if (p == equal) {
+                    select.addEqual((Long) ((Object[]) partial)[0], (long[]) ((Object[]) partial)[1]);
+                } else {
+                    double[] e = (double[]) partial;
+                    for (int j = 0; j < m; j++) {
+                        energies[j] += e[j];
+                    }
+                }
+            }
+
+            @Override
+            public void endPass(int pass) {
+                int p = passes[pass];
+                if (p == high) {
+                    k = (long) (Math.abs(topk) * nonzero);
+                    select.ranks(n - k, n);
+                    if (k > 0) {
+                        select.endHigh();
+                    }
+                } else if (p == low) {
+                    select.endLow();
+                } else if (p == energy) {
+                    w = new double[m];
+                    double ws = 0;
+                    for (int j = 0; j < m; j++) {
+                        w[j] = energies[j] / n;
+                        ws += w[j];
+                    }
+                    for (int j = 0; j < m; j++) {
+                        w[j] = ws == 0 ? 1.0 / m : w[j] / ws;
+                    }
+                }
+            }
+
+            @Override
+            public float[] apply(Block b) {
+                float[][] d = deltas(b, true);
+                float[] base = b.base();
+                float[] out = new float[base.length];
+                for (int i = 0; i < out.length; i++) {
+                    float sum = 0;
+                    for (float[] x : d) {
+                        sum += x[i];
+                    }
+                    float maj = sum >= 0 ? 1f : -1f;
+                    double mixed = 0;
+                    double div = 0;
+                    for (int j = 0; j < m; j++) {
+                        float v = d[j][i];
+                        if (Math.signum(v) == maj) {
+                            mixed += w[j] * v;
+                            div += w[j];
+                        }
+                    }
+                    out[i] = (float) (base[i] + mixed / (div == 0 ? 1 : div));
+                }
+                return out;
+            }
+        };
     }
 
     /** Passthrough: the single source tensor, times its optional {@code scale}. Frankenmerges use it per slice. */

@@ -171,13 +171,11 @@ public final class TaskArithmeticMerge implements MergeMethod {
     }
 
     /**
-     * The method on one tensor, block by block. Passes (each only when needed): the high 16 bits of every task
-     * vector's magnitudes are counted ({@code HIGH}), then the low 16 bits within the buckets that hold the rank
-     * bounds ({@code LOW}) — an exact radix select of the bounds over the whole tensor — then the elements equal to
-     * each bound are counted per statistics block ({@code EQUAL}), so that a block knows how many came before it (ties
-     * at a bound go by index, as a stable sort); finally the L1 norms before and after sparsifying ({@code L1}) for
-     * {@code rescale}. Random masks come from a counter-based generator ({@link MergeOps#uniform}): each element's draw
-     * is a function of the seed, the model and the element's index, so blocks can be drawn in any order.
+     * The method on one tensor, block by block. Passes (each only when needed): the magnitude bounds of every task
+     * vector's kept ranks are found exactly over the whole tensor ({@link RankSelect}: high bits, low bits, then equal
+     * counts per block when a bound splits its equals), then the L1 norms before and after sparsifying for {@code
+     * rescale}. Random masks come from a counter-based generator ({@link MergeOps#uniform}): each element's draw is a
+     * function of the seed, the model and the element's index, so blocks can be drawn in any order.
      */
     private final class Kernel implements ChunkedMerge {
         private static final int HIGH = 0;
@@ -186,40 +184,25 @@ public final class TaskArithmeticMerge implements MergeMethod {
         private static final int L1 = 3;
 
         private final TensorSpec t;
-        private final long n;
         private final long rowLength;
         private final int[] tasks;
         private final double[] density;
-        private final boolean[] selects; // magnitude rank selection for this task
-        private final long[] lo; // kept ranks [lo, hi) by ascending magnitude
-        private final long[] hi;
+        private final RankSelect[] select; // per task: magnitude rank selection, or null
         private final boolean rescale;
         private final int[] passes;
         private final long[] seeds;
-        // statistics, per task
-        private final long[][] highHist;
-        private final long[][][] lowHist; // [task][bound][65536]
-        private final int[][] bucket; // [task][bound] high bucket of the bound's rank
-        private final long[][] belowBucket; // [task][bound] elements below that bucket
-        private final float[][] bound; // [task][bound] |δ| at rank lo, at rank hi - 1
-        private final long[][] below; // [task][bound] elements strictly below the bound
-        private final List<long[][]> equalCounts = new ArrayList<>(); // per statistics block: [task][bound]
-        private final List<Long> equalStarts = new ArrayList<>(); // the first element of each statistics block
-        private final java.util.Map<Long, long[][]> equalBefore = new java.util.HashMap<>(); // block start → counts
         private final double[] l1Before;
         private final double[] l1After;
         private float[] scale;
 
         Kernel(TensorSpec t, long rowLength) {
             this.t = t;
-            this.n = t.numel();
+            long n = t.numel();
             this.rowLength = rowLength;
             this.tasks = t.nonBase();
             int m = tasks.length;
             density = new double[m];
-            selects = new boolean[m];
-            lo = new long[m];
-            hi = new long[m];
+            select = new RankSelect[m];
             seeds = new long[m];
             boolean anySelect = false;
             boolean anySparse = false;
@@ -236,9 +219,7 @@ public final class TaskArithmeticMerge implements MergeMethod {
                                 "parameter 'density': " + density[k] + " keeps no element of a tensor of " + n
                                         + "; expected density ≥ 1/" + n + ", found " + density[k]);
                     }
-                    lo[k] = n - keep;
-                    hi[k] = n;
-                    selects[k] = true;
+                    select[k] = new RankSelect(n, n - keep, n);
                 } else if (sparse && sparsify == Sparsify.MAGNITUDE_OUTLIERS) {
                     long target = (long) (density[k] * n);
                     long top = (long) (p.number("gamma") * n);
@@ -247,9 +228,7 @@ public final class TaskArithmeticMerge implements MergeMethod {
                         top += bot;
                         bot = 0;
                     }
-                    lo[k] = bot;
-                    hi[k] = n - top;
-                    selects[k] = true;
+                    select[k] = new RankSelect(n, bot, n - top);
                 } else if (sparse && sparsify == Sparsify.DELLA_MAGPRUNE && density[k] > 0) {
                     double eps = p.number("epsilon");
                     if (density[k] + eps >= 1 || density[k] - eps <= 0) {
@@ -260,13 +239,10 @@ public final class TaskArithmeticMerge implements MergeMethod {
                                 "density " + density[k] + ", epsilon " + eps);
                     }
                 }
-                if (selects[k] && (lo[k] <= 0 && hi[k] >= n || hi[k] <= lo[k])) {
-                    selects[k] = false; // keep all, or none: no statistics needed
-                }
-                anySelect |= selects[k];
+                anySelect |= select[k] != null && !select[k].keepsAll();
             }
             rescale = t.params().flag("rescale") && anySparse;
-            java.util.List<Integer> ps = new ArrayList<>();
+            List<Integer> ps = new ArrayList<>();
             if (anySelect) {
                 ps.add(HIGH);
                 ps.add(LOW);
@@ -276,12 +252,6 @@ public final class TaskArithmeticMerge implements MergeMethod {
                 ps.add(L1);
             }
             passes = ps.stream().mapToInt(Integer::intValue).toArray();
-            highHist = new long[m][];
-            lowHist = new long[m][2][];
-            bucket = new int[m][2];
-            belowBucket = new long[m][2];
-            bound = new float[m][2];
-            below = new long[m][2];
             l1Before = new double[m];
             l1After = new double[m];
         }
@@ -291,29 +261,17 @@ public final class TaskArithmeticMerge implements MergeMethod {
             return passes.length;
         }
 
-        /**
-         * The count of equal elements before each block matters only when a bound splits its equals: some of the
-         * elements equal to the lower bound are dropped, or some equal to the upper bound are kept and some not.
-         */
         @Override
         public boolean skip(int pass) {
             if (passes[pass] != EQUAL) {
                 return false;
             }
-            for (int k = 0; k < tasks.length; k++) {
-                if (selects[k] && (lo[k] - below[k][0] > 0 || hi[k] - below[k][1] < equalTotal(k, 1))) {
+            for (RankSelect r : select) {
+                if (r != null && r.needsEqualCounts()) {
                     return false;
                 }
             }
             return true;
-        }
-
-        /** How many elements of task {@code k} equal bound {@code j} (known after the {@code LOW} pass). */
-        private long equalTotal(int k, int j) {
-            if (bucket[k][j] < 0) {
-                return 0;
-            }
-            return lowHist[k][j][Float.floatToRawIntBits(bound[k][j]) & 0xffff];
         }
 
         /** The task vector of task {@code k} over block {@code b}: {@code θ − base}, in the block's own array. */
@@ -323,202 +281,82 @@ public final class TaskArithmeticMerge implements MergeMethod {
             return d;
         }
 
+        private boolean selects(int k) {
+            return select[k] != null && !select[k].keepsAll();
+        }
+
         @Override
         public Object observe(int pass, Block b) {
             int m = tasks.length;
-            switch (passes[pass]) {
-                case HIGH: {
-                    int[][] h = new int[m][];
-                    for (int k = 0; k < m; k++) {
-                        if (selects[k]) {
-                            h[k] = new int[1 << 16];
-                            for (float v : delta(b, k)) {
-                                h[k][(Float.floatToRawIntBits(v) & 0x7fffffff) >>> 16]++;
-                            }
-                        }
-                    }
-                    return h;
-                }
-                case LOW: {
-                    int[][][] h = new int[m][2][];
-                    for (int k = 0; k < m; k++) {
-                        if (selects[k]) {
-                            float[] d = delta(b, k);
-                            for (int j = 0; j < 2; j++) {
-                                int[] hj = h[k][j] = new int[1 << 16];
-                                int bk = bucket[k][j];
-                                if (bk < 0) {
-                                    continue;
-                                }
-                                for (float v : d) {
-                                    int bits = Float.floatToRawIntBits(v) & 0x7fffffff;
-                                    if (bits >>> 16 == bk) {
-                                        hj[bits & 0xffff]++;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    return h;
-                }
-                case EQUAL: {
-                    long[][] eq = new long[m][2];
-                    for (int k = 0; k < m; k++) {
-                        if (selects[k]) {
-                            for (float v : delta(b, k)) {
-                                float a = Math.abs(v);
-                                if (a == bound[k][0]) {
-                                    eq[k][0]++;
-                                }
-                                if (a == bound[k][1]) {
-                                    eq[k][1]++;
-                                }
-                            }
-                        }
-                    }
-                    return new Object[] {b.start(), eq};
-                }
-                case L1: {
-                    double[][] l1 = new double[m][2];
-                    for (int k = 0; k < m; k++) {
+            Object[] partial = new Object[m];
+            for (int k = 0; k < m; k++) {
+                switch (passes[pass]) {
+                    case HIGH:
+                        partial[k] = selects(k) ? RankSelect.highPartial(delta(b, k)) : null;
+                        break;
+                    case LOW:
+                        partial[k] = selects(k) ? select[k].lowPartial(delta(b, k)) : null;
+                        break;
+                    case EQUAL:
+                        partial[k] = selects(k) ? select[k].equalPartial(delta(b, k)) : null;
+                        break;
+                    case L1: {
                         float[] d = delta(b, k);
-                        l1[k][0] = MergeOps.l1(d);
+                        double before = MergeOps.l1(d);
                         mask(k, d, b);
-                        l1[k][1] = MergeOps.l1(d);
+                        partial[k] = new double[] {before, MergeOps.l1(d)};
+                        break;
                     }
-                    return l1;
+                    default:
+                        throw new IllegalStateException("pass " + pass);
                 }
-                default:
-                    throw new IllegalStateException("pass " + pass);
             }
+            return new Object[] {b.start(), partial};
         }
 
         @Override
         public void accept(int pass, Object partial) {
-            int m = tasks.length;
-            switch (passes[pass]) {
-                case HIGH: {
-                    int[][] h = (int[][]) partial;
-                    for (int k = 0; k < m; k++) {
-                        if (h[k] != null) {
-                            if (highHist[k] == null) {
-                                highHist[k] = new long[1 << 16];
-                            }
-                            for (int i = 0; i < h[k].length; i++) {
-                                highHist[k][i] += h[k][i];
-                            }
-                        }
-                    }
-                    break;
+            long start = (Long) ((Object[]) partial)[0];
+            Object[] p = (Object[]) ((Object[]) partial)[1];
+            for (int k = 0; k < tasks.length; k++) {
+                if (p[k] == null) {
+                    continue;
                 }
-                case LOW: {
-                    int[][][] h = (int[][][]) partial;
-                    for (int k = 0; k < m; k++) {
-                        for (int j = 0; j < 2; j++) {
-                            if (h[k][j] != null) {
-                                if (lowHist[k][j] == null) {
-                                    lowHist[k][j] = new long[1 << 16];
-                                }
-                                for (int i = 0; i < h[k][j].length; i++) {
-                                    lowHist[k][j][i] += h[k][j][i];
-                                }
-                            }
-                        }
-                    }
-                    break;
+                switch (passes[pass]) {
+                    case HIGH:
+                        select[k].addHigh((int[]) p[k]);
+                        break;
+                    case LOW:
+                        select[k].addLow((int[][]) p[k]);
+                        break;
+                    case EQUAL:
+                        select[k].addEqual(start, (long[]) p[k]);
+                        break;
+                    case L1:
+                        l1Before[k] += ((double[]) p[k])[0];
+                        l1After[k] += ((double[]) p[k])[1];
+                        break;
+                    default:
+                        throw new IllegalStateException("pass " + pass);
                 }
-                case EQUAL: {
-                    Object[] p = (Object[]) partial;
-                    equalStarts.add((Long) p[0]);
-                    equalCounts.add((long[][]) p[1]);
-                    break;
-                }
-                case L1: {
-                    double[][] l1 = (double[][]) partial;
-                    for (int k = 0; k < m; k++) {
-                        l1Before[k] += l1[k][0];
-                        l1After[k] += l1[k][1];
-                    }
-                    break;
-                }
-                default:
-                    throw new IllegalStateException("pass " + pass);
             }
         }
 
         @Override
         public void endPass(int pass) {
-            int m = tasks.length;
-            switch (passes[pass]) {
-                case HIGH:
-                    for (int k = 0; k < m; k++) {
-                        if (!selects[k]) {
-                            continue;
-                        }
-                        // bound 0: rank lo (none when lo = 0); bound 1: rank hi - 1 (none when hi = n)
-                        long[] rank = {lo[k] > 0 ? lo[k] : -1, hi[k] < n ? hi[k] - 1 : -1};
-                        for (int j = 0; j < 2; j++) {
-                            bucket[k][j] = -1;
-                            if (rank[j] < 0) {
-                                continue;
-                            }
-                            long before = 0;
-                            int bk = 0;
-                            while (before + highHist[k][bk] <= rank[j]) {
-                                before += highHist[k][bk++];
-                            }
-                            bucket[k][j] = bk;
-                            belowBucket[k][j] = before;
-                        }
-                    }
-                    break;
-                case LOW:
-                    for (int k = 0; k < m; k++) {
-                        if (!selects[k]) {
-                            continue;
-                        }
-                        long[] rank = {lo[k], hi[k] - 1};
-                        for (int j = 0; j < 2; j++) {
-                            if (bucket[k][j] < 0) {
-                                bound[k][j] = j == 0 ? Float.NEGATIVE_INFINITY : Float.POSITIVE_INFINITY;
-                                below[k][j] = j == 0 ? 0 : n;
-                                continue;
-                            }
-                            long before = belowBucket[k][j];
-                            int l = 0;
-                            while (before + lowHist[k][j][l] <= rank[j]) {
-                                before += lowHist[k][j][l++];
-                            }
-                            bound[k][j] = Float.intBitsToFloat((bucket[k][j] << 16) | l);
-                            below[k][j] = before;
-                        }
-                    }
-                    break;
-                case EQUAL: {
-                    long[][] before = new long[m][2];
-                    for (int s = 0; s < equalCounts.size(); s++) {
-                        long[][] copy = new long[m][];
-                        for (int k = 0; k < m; k++) {
-                            copy[k] = before[k].clone();
-                            for (int j = 0; j < 2; j++) {
-                                before[k][j] += equalCounts.get(s)[k][j];
-                            }
-                        }
-                        equalBefore.put(equalStarts.get(s), copy);
-                    }
-                    equalCounts.clear();
-                    equalStarts.clear();
-                    break;
+            for (int k = 0; k < tasks.length; k++) {
+                if (passes[pass] == HIGH && selects(k)) {
+                    select[k].endHigh();
+                } else if (passes[pass] == LOW && selects(k)) {
+                    select[k].endLow();
                 }
-                case L1:
-                    scale = new float[m];
-                    for (int k = 0; k < m; k++) {
-                        boolean skip = l1Before[k] < 1e-7 || l1After[k] < 1e-7;
-                        scale[k] = skip ? 1f : (float) (l1Before[k] / l1After[k]);
-                    }
-                    break;
-                default:
-                    throw new IllegalStateException("pass " + pass);
+            }
+            if (passes[pass] == L1) {
+                scale = new float[tasks.length];
+                for (int k = 0; k < tasks.length; k++) {
+                    boolean skip = l1Before[k] < 1e-7 || l1After[k] < 1e-7;
+                    scale[k] = skip ? 1f : (float) (l1Before[k] / l1After[k]);
+                }
             }
         }
 
@@ -531,11 +369,7 @@ public final class TaskArithmeticMerge implements MergeMethod {
             switch (sparsify) {
                 case MAGNITUDE:
                 case MAGNITUDE_OUTLIERS:
-                    if (hi[k] <= lo[k]) {
-                        java.util.Arrays.fill(d, 0f);
-                    } else if (selects[k]) {
-                        keepRanks(k, d, start);
-                    }
+                    select[k].keep(d, start);
                     break;
                 case RANDOM:
                     for (int i = 0; i < d.length; i++) {
@@ -565,44 +399,6 @@ public final class TaskArithmeticMerge implements MergeMethod {
                 }
                 default:
                     throw new IllegalStateException(sparsify.name());
-            }
-        }
-
-        /**
-         * Keeps the elements whose ascending magnitude rank (ties by index) lies in {@code [lo, hi)}: those strictly
-         * between the two bounds, and of those equal to a bound the ones whose index among equals keeps them inside.
-         */
-        private void keepRanks(int k, float[] d, long start) {
-            float tLo = bound[k][0];
-            float tHi = bound[k][1];
-            long dropEqualLo = lo[k] - below[k][0];
-            long keepEqualHi = hi[k] - below[k][1];
-            long seenLo = 0;
-            long seenHi = 0;
-            long[][] before = equalBefore.get(start); // blocks start where statistics blocks start
-            if (before != null) {
-                seenLo = before[k][0];
-                seenHi = before[k][1];
-            } else if (start != 0 && !equalBefore.isEmpty()) {
-                throw new IllegalStateException("'" + t.name() + "': block at " + start + " is not a statistics block");
-            }
-            for (int i = 0; i < d.length; i++) {
-                float a = Math.abs(d[i]);
-                boolean keep = a > tLo && a < tHi;
-                if (a == tLo && a == tHi) {
-                    keep = seenLo >= dropEqualLo && seenHi < keepEqualHi;
-                    seenLo++;
-                    seenHi++;
-                } else if (a == tLo) {
-                    keep = seenLo >= dropEqualLo && a < tHi;
-                    seenLo++;
-                } else if (a == tHi) {
-                    keep = seenHi < keepEqualHi && a > tLo;
-                    seenHi++;
-                }
-                if (!keep) {
-                    d[i] = 0f;
-                }
             }
         }
 

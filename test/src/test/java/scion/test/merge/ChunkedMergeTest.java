@@ -91,6 +91,8 @@ class ChunkedMergeTest {
             "merge_method: model_stock\n" + based + "parameters: {filter_wise: true}\n" + three, false
         });
         m.put("karcher", new Object[] {"merge_method: karcher\n" + three, true});
+        m.put("sce", new Object[] {"merge_method: sce\n" + based + "parameters: {select_topk: 0.4}\n" + three, true});
+        m.put("sce_all", new Object[] {"merge_method: sce\n" + based + three, true});
         m.put("ram", new Object[] {"merge_method: ram\n" + based + three, false});
         m.put("nearswap", new Object[] {
             "merge_method: nearswap\n" + based + "parameters: {t: 0.001}\nmodels:\n  - model: " + BASE + "\n  - model: "
