@@ -39,8 +39,8 @@ import scion.io.tensor.Tensor;
  *
  * <p><b>Graph.</b> Inputs {@code input_ids} and {@code attention_mask}, int64 {@code [batch, sequence]} (bert also
  * {@code token_type_ids}), both axes dynamic. Causal LMs output {@code logits} {@code [batch, sequence, vocab]},
- * encoders {@code last_hidden_state} {@code [batch, sequence, hidden]} (bert's pooler is not computed, so its
- * weights are not in the graph). With {@link
+ * encoders {@code last_hidden_state} {@code [batch, sequence, hidden]} and, when the checkpoint has a pooler, {@code
+ * pooler_output} {@code [batch, hidden]} ({@code tanh(dense(h[:, 0]))}, as BertModel). With {@link
  * Options#residualStreamOutputs()}, extra outputs {@code hidden_states.0 … hidden_states.L}: the residual stream
  * entering each block, and after the last block <em>before</em> the final norm (transformers' last {@code
  * hidden_states} entry is after it). It reproduces transformers 5 (eager attention) for each family: token embedding
@@ -68,6 +68,10 @@ import scion.io.tensor.Tensor;
  * weights are held once, by ONNX Runtime); weights without a file, or on request all of them, are handed over from
  * memory through {@code SessionOptions.addExternalInitializers} (see {@link Handover}). ONNX models are refused: they
  * are runnable already.
+ *
+ * <p><b>Every weight is read.</b> A checkpoint weight the graph does not compute with (buffers aside, which the graph
+ * recomputes from config.json as transformers does) is refused by name: otherwise ONNX Runtime would judge a model
+ * other than the checkpoint, and {@code validate} would compare two equally wrong graphs.
  */
 public final class OnnxExporter {
     /** The default-domain opset of exported graphs (native LayerNormalization). */

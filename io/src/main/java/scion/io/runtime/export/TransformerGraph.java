@@ -8,10 +8,12 @@ import ai.onnx.proto.OnnxMl.StringStringEntryProto;
 import ai.onnx.proto.OnnxMl.TensorProto;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import scion.io.InvalidInputException;
 import scion.io.Model;
 import scion.io.arch.Dims;
@@ -49,6 +51,9 @@ final class TransformerGraph {
     private final Map<String, Tensor> initializers = new LinkedHashMap<>();
     private final Map<String, List<Block>> blocks = new HashMap<>();
     private final Map<String, Weight> byKey = new HashMap<>();
+    /** The names of the weights the graph reads: every other weight (buffers aside) makes the export refuse. */
+    private final Set<String> used = new HashSet<>();
+
     private final Map<String, String> shapes = new HashMap<>();
     private final Map<Integer, String> masks = new HashMap<>();
     private String shape2; // [batch, seq] int64
@@ -125,15 +130,65 @@ final class TransformerGraph {
             g.opTo("logits", "/lm_head", "Reshape", List.of(logits, shapeBs(d.vocab())));
             g.output("logits", GraphBuilder.FLOAT, "batch", "sequence", (long) d.vocab());
         } else {
-            g.opTo("last_hidden_state", "/output", "Reshape", List.of(x, shapeBs(d.hidden())));
+            String last = g.opTo("last_hidden_state", "/output", "Reshape", List.of(x, shapeBs(d.hidden())));
             g.output("last_hidden_state", GraphBuilder.FLOAT, "batch", "sequence", (long) d.hidden());
+            Optional<Weight> pooler = find(-1, Role.POOLER, false);
+            if (pooler.isPresent()) {
+                // BertPooler: tanh(dense(last_hidden_state[:, 0])).
+                String first = g.op("/pooler", "Gather", List.of(last, g.ints(true, 0)), attr("axis", 1));
+                String dense = linear("/pooler/dense", first, pooler.get(), bias(-1, Role.POOLER));
+                g.opTo("pooler_output", "/pooler", "Tanh", List.of(dense));
+                g.output("pooler_output", GraphBuilder.FLOAT, "batch", (long) d.hidden());
+            }
         }
         if (residualStream) {
             for (int l = 0; l <= d.layers(); l++) {
                 g.output("hidden_states." + l, GraphBuilder.FLOAT, "batch", "sequence", (long) d.hidden());
             }
         }
+        refuseUnused();
         return new Built(g.build(), initializers);
+    }
+
+    /**
+     * Every weight must be read by the graph: a weight the export skips would make ONNX Runtime judge a different
+     * model than the checkpoint (and {@code validate} compare two equally wrong graphs). Buffers (rotary inverse
+     * frequencies, position ids, masks) are not parameters: the graph computes them from config.json, as transformers
+     * does.
+     */
+    private void refuseUnused() {
+        List<Weight> unused = new ArrayList<>();
+        for (Weight w : wg.weights()) {
+            if (w.role() != Role.BUFFER && !used.contains(w.name())) {
+                unused.add(w);
+            }
+        }
+        if (unused.isEmpty()) {
+            return;
+        }
+        Weight first = unused.get(0);
+        String file = first.tensor()
+                .fileRegion()
+                .map(r -> r.path().getFileName().toString())
+                .orElse(wg.checkpoint().location().getFileName().toString());
+        StringBuilder names = new StringBuilder();
+        for (Weight w : unused) {
+            names.append(names.length() > 0 ? ", " : "")
+                    .append('\'')
+                    .append(w.name())
+                    .append("' (")
+                    .append(w.role().id())
+                    .append(w.isBias() ? " bias" : "")
+                    .append(')');
+        }
+        boolean tiedHead = first.role() == Role.LM_HEAD && d.tied();
+        throw new InvalidInputException(file + ": tensor '" + first.name() + "' is not used by the " + s.family
+                + " export; expected only the family's declared weights that its graph computes with, found "
+                + unused.size() + " unused: " + names
+                + (tiedHead
+                        ? "; hint: tie_word_embeddings is true, so the head is the embedding and this tensor would be"
+                                + " ignored; set tie_word_embeddings to false or remove the tensor"
+                        : ""));
     }
 
     private void residualOutput(int index, String x) {
@@ -170,6 +225,7 @@ final class TransformerGraph {
 
     /** The weight as float32 row blocks of at most {@code maxBytes} each (one block when it fits). */
     private List<Block> blocks(Weight w) {
+        used.add(w.name());
         List<Block> done = blocks.get(w.name());
         if (done != null) {
             return done;
@@ -251,6 +307,7 @@ final class TransformerGraph {
         if (w.tensor() instanceof LowRankTensor) {
             // A factorised weight (scion lowrank): two Gemms, x·Aᵀ·Bᵀ ([out, in] storage: W = B·A) or x·A·B.
             LowRankTensor f = (LowRankTensor) w.tensor();
+            used.add(w.name());
             Tensor first = inOut ? f.left() : f.right();
             Tensor second = inOut ? f.right() : f.left();
             checkDType(first, w.name());
