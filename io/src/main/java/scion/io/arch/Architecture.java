@@ -26,6 +26,15 @@ import scion.io.Json;
  * @param prefixes the module prefixes checkpoints use (e.g. {@code model.} for a CausalLM, none for a bare model)
  * @param tieDefault whether embeddings are tied when config.json does not say
  * @param ffnDefaultFactor intermediate size = factor × hidden when config.json does not say (gpt2's {@code n_inner})
+ * @param groupedKv whether transformers' attention reads a key/value head count of its own ({@code
+ *     num_key_value_heads}), so key/value heads can differ from query heads
+ * @param configHeadDim whether transformers reads {@code head_dim} from config.json (else hidden / heads)
+ * @param slidingWindow which layers use config.json's {@code sliding_window}: {@code none}, {@code every_layer}
+ *     (Mistral) or {@code layer_types} (Qwen: when {@code use_sliding_window}, the layers {@code layer_types} marks
+ *     {@code sliding_attention}, else those from {@code max_window_layers} on)
+ * @param activation the MLP activation when config.json names none (transformers' {@code ACT2FN} name)
+ * @param normEps the norms' epsilon when config.json gives none
+ * @param normEpsFromConfig whether transformers reads the epsilon from config.json at all (OPT's does not)
  * @param weights every tensor the family may hold
  */
 public record Architecture(
@@ -40,6 +49,12 @@ public record Architecture(
         List<String> prefixes,
         boolean tieDefault,
         int ffnDefaultFactor,
+        boolean groupedKv,
+        boolean configHeadDim,
+        String slidingWindow,
+        String activation,
+        double normEps,
+        boolean normEpsFromConfig,
         List<WeightSpec> weights) {
 
     public boolean isCausalLm() {
@@ -69,10 +84,45 @@ public record Architecture(
         }
     }
 
+    private static final Set<String> TOP_KEYS = Set.of(
+            "family",
+            "model_types",
+            "kind",
+            "norm",
+            "mlp",
+            "position",
+            "position_offset",
+            "embedding_scale",
+            "prefixes",
+            "tie_default",
+            "ffn_default_factor",
+            "grouped_kv",
+            "config_head_dim",
+            "sliding_window",
+            "activation",
+            "norm_eps",
+            "norm_eps_from_config",
+            "weights");
+
+    private static final Set<String> SLIDING_WINDOW = Set.of("none", "every_layer", "layer_types");
+
     private static final Set<String> WEIGHT_KEYS =
             Set.of("name", "absolute", "role", "axes", "storage", "qkv_layout", "optional", "tied_to");
 
     static Architecture fromJson(JsonNode n, String where) {
+        for (Iterator<String> it = n.fieldNames(); it.hasNext(); ) {
+            String k = it.next();
+            if (!TOP_KEYS.contains(k)) {
+                throw new IllegalStateException(where + ": unknown key '" + k + "'; expected one of " + TOP_KEYS);
+            }
+        }
+        String slidingWindow = n.path("sliding_window").asText("none");
+        if (!SLIDING_WINDOW.contains(slidingWindow)) {
+            throw new IllegalStateException(
+                    where + ": sliding_window '" + slidingWindow + "'; expected one of " + SLIDING_WINDOW);
+        }
+        String mlp = n.get("mlp").asText();
+        String norm = n.get("norm").asText();
         List<WeightSpec> ws = new ArrayList<>();
         for (JsonNode w : n.get("weights")) {
             for (Iterator<String> it = w.fieldNames(); it.hasNext(); ) {
@@ -105,14 +155,20 @@ public record Architecture(
                 n.get("family").asText(),
                 List.copyOf(types),
                 n.get("kind").asText(),
-                n.get("norm").asText(),
-                n.get("mlp").asText(),
+                norm,
+                mlp,
                 n.get("position").asText(),
                 n.path("position_offset").asInt(0),
                 n.path("embedding_scale").asText("none"),
                 List.copyOf(prefixes),
                 n.get("tie_default").asBoolean(),
                 n.path("ffn_default_factor").asInt(0),
+                n.path("grouped_kv").asBoolean(false),
+                n.path("config_head_dim").asBoolean(false),
+                slidingWindow,
+                n.path("activation").asText("gated".equals(mlp) ? "silu" : "gelu"),
+                n.path("norm_eps").asDouble(norm.startsWith("rms") ? 1e-6 : 1e-5),
+                n.path("norm_eps_from_config").asBoolean(true),
                 List.copyOf(ws));
     }
 }

@@ -29,8 +29,8 @@ import scion.io.tensor.Tensor;
  * named {@link WeightSpec#name(String, int) spec.name(prefix, i)} — in the source's storage order within a block. A
  * file-backed tensor stays file-backed under its new name ({@link #rename}), so writers copy it without reading it
  * into memory. {@link #config} rewrites the layer count under the key the file uses and the per-layer lists
- * ({@code layer_types}, {@code no_rope_layers}) from each block's source entry; a qwen2 config with {@code
- * use_sliding_window} and no {@code layer_types} gets one written out from {@code max_window_layers}, so that no block
+ * ({@code layer_types}, {@code no_rope_layers}) from each block's source entry; a config of a family with the
+ * {@code layer_types} sliding-window rule (Qwen), {@code use_sliding_window} and no {@code layer_types} gets one written out from {@code max_window_layers}, so that no block
  * changes its attention kind by being renumbered.
  *
  * <p>Not handled here (the caller's business): anything a block computes from its own index, such as gpt2's {@code
@@ -98,7 +98,14 @@ public final class LayerRemap {
 
     /** The result's config.json values, with the layer count and per-layer lists of {@code graph}'s family. */
     public static ModelConfig config(WeightGraph graph, int[] sources) {
-        return config(graph.config(), graph.architecture().family(), sources);
+        return config(graph.config(), graph.architecture(), sources);
+    }
+
+    /** As {@link #config(ModelConfig, Architecture, int[])} for a registered family, by its id. */
+    public static ModelConfig config(ModelConfig cfg, String family, int[] sources) {
+        Architecture arch = Architectures.byFamily(family)
+                .orElseThrow(() -> new IllegalArgumentException("unknown family '" + family + "'"));
+        return config(cfg, arch, sources);
     }
 
     /**
@@ -106,9 +113,9 @@ public final class LayerRemap {
      * per-layer lists rebuilt in the new block order. {@code cfg} may already carry other operators' changes (width
      * growth); its layer count is the source's.
      *
-     * @param family the architecture family ({@code qwen2} has an implicit per-layer sliding-window list)
+     * @param arch the architecture (a {@code layer_types} sliding-window rule has an implicit per-layer list)
      */
-    public static ModelConfig config(ModelConfig cfg, String family, int[] sources) {
+    public static ModelConfig config(ModelConfig cfg, Architecture arch, int[] sources) {
         int sourceLayers = cfg.require(Field.LAYERS);
         check(sources, sourceLayers);
         ModelConfig changed = cfg.with(Field.LAYERS, sources.length);
@@ -120,7 +127,7 @@ public final class LayerRemap {
             }
         }
         boolean implicitWindows = !lists.contains("layer_types")
-                && "qwen2".equals(family)
+                && "layer_types".equals(arch.slidingWindow())
                 && cfg.get("use_sliding_window").map(JsonNode::asBoolean).orElse(false);
         if (lists.isEmpty() && !implicitWindows) {
             return changed;

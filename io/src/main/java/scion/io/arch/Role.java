@@ -19,6 +19,13 @@ public enum Role {
     /** Fused query/key/value projection (gpt2 {@code c_attn}, gpt_neox {@code query_key_value}). */
     ATTN_QKV,
     ATTN_O,
+    /**
+     * Normalisation of the queries before RoPE: per head over {@code head_dim} (Qwen3), the weight then has axis
+     * {@link Axis#HEAD_DIM} and is shared by every head.
+     */
+    ATTN_Q_NORM,
+    /** Normalisation of the keys before RoPE, as {@link #ATTN_Q_NORM}. */
+    ATTN_K_NORM,
     /** Post-attention LayerNorm of post-LN models (BERT). */
     ATTN_POST_NORM,
     MLP_NORM,
@@ -70,6 +77,8 @@ public enum Role {
         return this == EMBEDDING_NORM
                 || this == ATTN_NORM
                 || this == ATTN_POST_NORM
+                || this == ATTN_Q_NORM
+                || this == ATTN_K_NORM
                 || this == MLP_NORM
                 || this == MLP_POST_NORM
                 || this == FINAL_NORM;

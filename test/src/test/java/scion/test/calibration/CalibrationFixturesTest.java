@@ -15,6 +15,7 @@ import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import scion.io.Model;
 import scion.io.arch.Role;
@@ -193,7 +194,7 @@ class CalibrationFixturesTest {
 
     /** Safetensors checkpoints, exported in memory with residual outputs, for every family Scion knows. */
     @ParameterizedTest
-    @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert"})
+    @MethodSource("scion.test.Fixtures#families")
     void safetensorsTapsEqualTransformersHiddenStates(String family) {
         try (Model model = Model.open(Fixtures.hf(family))) {
             assertTapsEqualHiddenStates(model, family);
@@ -206,7 +207,7 @@ class CalibrationFixturesTest {
      * Gemma's {@code 1 + γ} norm and OPT graphs alike.
      */
     @ParameterizedTest
-    @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert"})
+    @MethodSource("scion.test.Fixtures#families")
     void dataflowRuleFindsTheExportersResidualTensors(String family) {
         try (Model model = Model.open(Fixtures.hf(family))) {
             OnnxExporter.Exported e =

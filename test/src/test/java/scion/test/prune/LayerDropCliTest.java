@@ -363,7 +363,7 @@ class LayerDropCliTest {
         Path python = Path.of(System.getProperty("scion.python", "/work/venv/bin/python"));
         assumeTrue(Files.isExecutable(python), "Python with transformers not available: interop check skipped");
         StringBuilder runs = new StringBuilder();
-        List<String> families = List.of("llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert");
+        List<String> families = Fixtures.families();
         for (String family : families) {
             Path out = tmp.resolve("hf-" + family);
             CliRun r = CliRun.of("prune", Fixtures.hf(family).toString(), out.toString(), "--drop", "0");

@@ -169,11 +169,10 @@ public final class FamilySettings {
             default:
                 problems.add("norm '" + arch.norm() + "' of family " + arch.family() + " is not supported by export");
         }
-        double defaultEps = b.norm == Norm.LAYER ? ("bert".equals(b.family) ? 1e-12 : 1e-5) : 1e-6;
-        // OPT's nn.LayerNorm never reads an epsilon from config.json.
-        b.eps = "opt".equals(b.family)
-                ? 1e-5f
-                : (float) cfg.number(Field.NORM_EPS).orElse(defaultEps).doubleValue();
+        // Some families' norms never read an epsilon from config.json (OPT's nn.LayerNorm).
+        b.eps = arch.normEpsFromConfig()
+                ? (float) cfg.number(Field.NORM_EPS).orElse(arch.normEps()).doubleValue()
+                : (float) arch.normEps();
         b.gated = arch.mlp().startsWith("gated");
         b.activation = activation(cfg, arch, problems);
         b.embeddingScale = "sqrt_hidden".equals(arch.embeddingScale()) ? (float) Math.sqrt(d.hidden()) : 0f;
@@ -219,7 +218,7 @@ public final class FamilySettings {
         for (int l = 0; l < d.layers(); l++) {
             b.attentionScale[l] = (float) (byLayer ? scale / (l + 1) : scale);
         }
-        b.window = windows(b.family, cfg, d.layers(), problems);
+        b.window = windows(arch, cfg, d.layers(), problems);
         return new FamilySettings(b);
     }
 
@@ -275,19 +274,7 @@ public final class FamilySettings {
             }
         }
         if (name == null) {
-            switch (arch.family()) {
-                case "gemma":
-                    name = "gelu_pytorch_tanh";
-                    break;
-                case "gpt2":
-                    name = "gelu_new";
-                    break;
-                case "opt":
-                    name = "relu";
-                    break;
-                default:
-                    name = arch.mlp().equals("gated") ? "silu" : "gelu";
-            }
+            name = arch.activation();
         }
         switch (name.toLowerCase(Locale.ROOT)) {
             case "silu":
@@ -390,7 +377,12 @@ public final class FamilySettings {
         }
     }
 
-    private static int[] windows(String family, ModelConfig cfg, int layers, List<String> problems) {
+    /**
+     * The sliding window of each layer, by the family's {@link Architecture#slidingWindow()} rule: {@code every_layer}
+     * (Mistral), or {@code layer_types} (Qwen: only with {@code use_sliding_window}; the layers {@code layer_types}
+     * marks {@code sliding_attention}, else those from {@code max_window_layers} on, transformers' default 28).
+     */
+    private static int[] windows(Architecture arch, ModelConfig cfg, int layers, List<String> problems) {
         int[] w = new int[layers];
         Optional<JsonNode> sw = cfg.get("sliding_window");
         if (sw.isEmpty()) {
@@ -401,9 +393,9 @@ public final class FamilySettings {
             return w;
         }
         int window = sw.get().asInt();
-        if ("mistral".equals(family)) {
+        if ("every_layer".equals(arch.slidingWindow())) {
             java.util.Arrays.fill(w, window);
-        } else if ("qwen2".equals(family)) {
+        } else if ("layer_types".equals(arch.slidingWindow())) {
             Optional<JsonNode> use = cfg.get("use_sliding_window");
             if (use.isEmpty() || !use.get().asBoolean(false)) {
                 return w;

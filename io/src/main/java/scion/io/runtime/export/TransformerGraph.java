@@ -588,6 +588,8 @@ final class TransformerGraph {
             k = heads(sc + "/k", linear(sc + "/k_proj", h, require(l, Role.ATTN_K), bias(l, Role.ATTN_K)), kv);
             v = heads(sc + "/v", linear(sc + "/v_proj", h, require(l, Role.ATTN_V), bias(l, Role.ATTN_V)), kv);
         }
+        q = headNorm(sc + "/q_norm", q, l, Role.ATTN_Q_NORM);
+        k = headNorm(sc + "/k_norm", k, l, Role.ATTN_K_NORM);
         if (s.positions == Positions.ROPE) {
             q = rope(sc + "/rope_q", q);
             k = rope(sc + "/rope_k", k);
@@ -608,6 +610,25 @@ final class TransformerGraph {
         ctx = g.op(sc, "Transpose", List.of(ctx), attrs("perm", 0, 2, 1, 3)); // [B, S, heads, hd]
         ctx = g.op(sc, "Reshape", List.of(ctx, g.ints(false, -1, (long) heads * hd)));
         return linear(sc + "/o_proj", ctx, require(l, Role.ATTN_O), bias(l, Role.ATTN_O));
+    }
+
+    /**
+     * Qwen3's per-head query/key norm, before RoPE: the family's norm over the last axis of {@code x} {@code [B, n, S,
+     * hd]} with one {@code [head_dim]} weight shared by every head; {@code x} unchanged when the layer has none.
+     */
+    private String headNorm(String scope, String x, int l, Role role) {
+        Optional<Weight> w = find(l, role, false);
+        if (w.isEmpty()) {
+            return x;
+        }
+        if (!w.get().spec().axes().equals(List.of(scion.io.arch.Axis.HEAD_DIM))) {
+            throw InvalidInputException.of(
+                    "tensor '" + w.get().name() + "'",
+                    "the export applies " + role.id() + " per head",
+                    "axes [head_dim]",
+                    w.get().spec().axes());
+        }
+        return norm(scope, x, l, role);
     }
 
     private String scaleQuery(String scope, String q2, int l) {
