@@ -112,6 +112,7 @@ public final class Fixtures {
             "mistral", 90_432L,
             "qwen2", 82_496L,
             "gemma", 82_240L,
+            "gemma2", 82_496L,
             "gpt2", 79_360L,
             "gpt_neox", 83_456L,
             "opt", 79_488L,

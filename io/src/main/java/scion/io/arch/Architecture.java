@@ -4,11 +4,13 @@ import com.fasterxml.jackson.databind.JsonNode;
 import java.io.IOException;
 import java.io.InputStream;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Optional;
 import java.util.Set;
 import scion.io.Json;
+import scion.io.config.ModelConfig;
 
 /**
  * A transformer family described as data: its tensor names, their roles and axis spaces, and the few structural
@@ -32,6 +34,15 @@ import scion.io.Json;
  * @param slidingWindow which layers use config.json's {@code sliding_window}: {@code none}, {@code every_layer}
  *     (Mistral) or {@code layer_types} (Qwen: when {@code use_sliding_window}, the layers {@code layer_types} marks
  *     {@code sliding_attention}, else those from {@code max_window_layers} on)
+ * @param slidingWindowSwitch for {@code layer_types}: the config.json boolean that must be true for any window (Qwen's
+ *     {@code use_sliding_window}, false when absent), or empty when windows need no switch (Gemma 2)
+ * @param slidingLayersDefault for {@code layer_types} without that list in config.json: {@code from_max_window_layers}
+ *     (Qwen) or {@code alternate} (Gemma 2: layers 0, 2, 4, ... slide)
+ * @param attentionScaleKey the config.json number whose {@code -1/2} power scales {@code q·kᵀ} (Gemma 2's {@code
+ *     query_pre_attn_scalar}), or empty for {@code head_dim^-1/2}
+ * @param attentionSoftcapKey the config.json number {@code c} of a soft-cap {@code c·tanh(s/c)} on the attention scores
+ *     (Gemma 2's {@code attn_logit_softcapping}; none when null), or empty
+ * @param logitSoftcapKey the same for the output logits (Gemma 2's {@code final_logit_softcapping}), or empty
  * @param activation the MLP activation when config.json names none (transformers' {@code ACT2FN} name)
  * @param normEps the norms' epsilon when config.json gives none
  * @param normEpsFromConfig whether transformers reads the epsilon from config.json at all (OPT's does not)
@@ -52,6 +63,11 @@ public record Architecture(
         boolean groupedKv,
         boolean configHeadDim,
         String slidingWindow,
+        String slidingWindowSwitch,
+        String slidingLayersDefault,
+        String attentionScaleKey,
+        String attentionSoftcapKey,
+        String logitSoftcapKey,
         String activation,
         double normEps,
         boolean normEpsFromConfig,
@@ -69,6 +85,36 @@ public record Architecture(
             }
         }
         return Optional.empty();
+    }
+
+    /**
+     * Which layers attend through a sliding window under this family's {@link #slidingWindow()} rule, as transformers
+     * decides it (the window's size is config.json's {@code sliding_window}); all false when the family's switch is
+     * off.
+     */
+    public boolean[] slidingLayers(ModelConfig cfg, int layers) {
+        boolean[] out = new boolean[layers];
+        if ("none".equals(slidingWindow)) {
+            return out;
+        }
+        if ("every_layer".equals(slidingWindow)) {
+            Arrays.fill(out, true);
+            return out;
+        }
+        if (!slidingWindowSwitch.isEmpty()
+                && !cfg.get(slidingWindowSwitch).map(JsonNode::asBoolean).orElse(false)) {
+            return out;
+        }
+        Optional<JsonNode> types = cfg.get("layer_types");
+        int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
+        for (int l = 0; l < layers; l++) {
+            if (types.isPresent() && types.get().isArray() && l < types.get().size()) {
+                out[l] = "sliding_attention".equals(types.get().get(l).asText());
+            } else {
+                out[l] = "alternate".equals(slidingLayersDefault) ? l % 2 == 0 : l >= from;
+            }
+        }
+        return out;
     }
 
     /** Reads an architecture resource. */
@@ -99,6 +145,11 @@ public record Architecture(
             "grouped_kv",
             "config_head_dim",
             "sliding_window",
+            "sliding_window_switch",
+            "sliding_layers_default",
+            "attention_scale_key",
+            "attention_softcap_key",
+            "logit_softcap_key",
             "activation",
             "norm_eps",
             "norm_eps_from_config",
@@ -166,6 +217,11 @@ public record Architecture(
                 n.path("grouped_kv").asBoolean(false),
                 n.path("config_head_dim").asBoolean(false),
                 slidingWindow,
+                n.path("sliding_window_switch").asText(""),
+                n.path("sliding_layers_default").asText("from_max_window_layers"),
+                n.path("attention_scale_key").asText(""),
+                n.path("attention_softcap_key").asText(""),
+                n.path("logit_softcap_key").asText(""),
                 n.path("activation").asText("gated".equals(mlp) ? "silu" : "gelu"),
                 n.path("norm_eps").asDouble(norm.startsWith("rms") ? 1e-6 : 1e-5),
                 n.path("norm_eps_from_config").asBoolean(true),

@@ -126,9 +126,11 @@ public final class LayerRemap {
                 lists.add(key);
             }
         }
-        boolean implicitWindows = !lists.contains("layer_types")
-                && "layer_types".equals(arch.slidingWindow())
-                && cfg.get("use_sliding_window").map(JsonNode::asBoolean).orElse(false);
+        // A family whose windows follow layer_types, with windows on and no list in the file: the list is implied
+        // (Qwen: from max_window_layers on; Gemma 2: alternating). Write it out so no block changes its kind.
+        boolean[] sliding = arch.slidingLayers(cfg, sourceLayers);
+        boolean implicitWindows =
+                !lists.contains("layer_types") && "layer_types".equals(arch.slidingWindow()) && contains(sliding, true);
         if (lists.isEmpty() && !implicitWindows) {
             return changed;
         }
@@ -142,10 +144,9 @@ public final class LayerRemap {
                 }
             }
             if (implicitWindows) {
-                int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
                 ArrayNode arr = json.putArray("layer_types");
                 for (int s : sources) {
-                    arr.add(s >= from ? "sliding_attention" : "full_attention");
+                    arr.add(sliding[s] ? "sliding_attention" : "full_attention");
                 }
             }
             return ModelConfig.parse(Json.mapper().writeValueAsString(json), cfg.source());
@@ -160,6 +161,15 @@ public final class LayerRemap {
      */
     public static Tensor rename(Tensor t, String name) {
         return t.name().equals(name) ? t : new Renamed(t, name);
+    }
+
+    private static boolean contains(boolean[] a, boolean v) {
+        for (boolean x : a) {
+            if (x == v) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static void check(int[] sources, int layers) {

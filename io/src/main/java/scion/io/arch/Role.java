@@ -28,12 +28,16 @@ public enum Role {
     ATTN_K_NORM,
     /** Post-attention LayerNorm of post-LN models (BERT). */
     ATTN_POST_NORM,
+    /** Norm of the attention branch's output before it joins the residual stream (Gemma 2's sandwich norm). */
+    ATTN_OUT_NORM,
     MLP_NORM,
     MLP_GATE,
     MLP_UP,
     MLP_DOWN,
     /** Post-MLP LayerNorm of post-LN models (BERT). */
     MLP_POST_NORM,
+    /** Norm of the MLP branch's output before it joins the residual stream (Gemma 2's sandwich norm). */
+    MLP_OUT_NORM,
     FINAL_NORM,
     OUTPUT_PROJECTION,
     LM_HEAD,
@@ -77,6 +81,8 @@ public enum Role {
         return this == EMBEDDING_NORM
                 || this == ATTN_NORM
                 || this == ATTN_POST_NORM
+                || this == ATTN_OUT_NORM
+                || this == MLP_OUT_NORM
                 || this == ATTN_Q_NORM
                 || this == ATTN_K_NORM
                 || this == MLP_NORM

@@ -143,6 +143,8 @@ class CalibrationFixturesTest {
         double eps = model.config().number(Field.NORM_EPS).orElse(1e-5);
         boolean rms =
                 !model.graph().architecture().weights().stream().anyMatch(s -> s.role() == Role.FINAL_NORM && s.bias());
+        // Gemma's norms scale by (1 + γ).
+        boolean plusOne = "rms_plus_one".equals(model.graph().architecture().norm());
         int h = gamma.length;
         double[] out = new double[x.length];
         for (int r = 0; r < x.length / h; r++) {
@@ -161,7 +163,7 @@ class CalibrationFixturesTest {
             var /= h;
             double inv = 1 / Math.sqrt(var + eps);
             for (int j = 0; j < h; j++) {
-                double g = family.equals("gemma") ? 1 + gamma[j] : gamma[j];
+                double g = plusOne ? 1 + gamma[j] : gamma[j];
                 out[r * h + j] = (x[r * h + j] - mean) * inv * g + (beta == null ? 0 : beta[j]);
             }
         }

@@ -394,6 +394,10 @@ class LayerDropCliTest {
                 "    n = full.config.num_hidden_layers",
                 "    lists = [m for m in full.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]",
                 "    del lists[0][0]",
+                // Gemma 2 picks each block's mask by its index in layer_types: the reference drops block 0's entry
+                // too, so that every remaining block keeps its attention kind (as the pruned config.json says).
+                "    if isinstance(getattr(full.config, 'layer_types', None), list) and len(full.config.layer_types) == n:",
+                "        del full.config.layer_types[0]",
                 "    ids = torch.tensor(json.load(open(ref + '/expected.json'))['inputs']['input_ids'])",
                 "    kw = {'use_cache': False} if causal else {}",
                 "    with torch.no_grad():",

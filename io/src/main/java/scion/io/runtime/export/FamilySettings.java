@@ -76,6 +76,10 @@ public final class FamilySettings {
     final float[] attentionScale;
     /** OPT multiplies the query by the scale before {@code q·kᵀ} (transformers keeps that order). */
     final boolean scaleQuery;
+    /** Soft-cap {@code c} of the attention scores, {@code c·tanh(s/c)} (Gemma 2); 0 for none. */
+    final float attentionSoftcap;
+    /** Soft-cap of the output logits (Gemma 2); 0 for none. */
+    final float logitSoftcap;
 
     final boolean tokenTypes;
 
@@ -96,6 +100,8 @@ public final class FamilySettings {
         window = b.window;
         attentionScale = b.attentionScale;
         scaleQuery = b.scaleQuery;
+        attentionSoftcap = b.attentionSoftcap;
+        logitSoftcap = b.logitSoftcap;
         tokenTypes = b.tokenTypes;
     }
 
@@ -116,6 +122,8 @@ public final class FamilySettings {
         int[] window;
         float[] attentionScale;
         boolean scaleQuery;
+        float attentionSoftcap;
+        float logitSoftcap;
         boolean tokenTypes;
     }
 
@@ -210,6 +218,15 @@ public final class FamilySettings {
 
         b.attentionScale = new float[d.layers()];
         double scale = 1.0 / Math.sqrt(d.headDim());
+        if (!arch.attentionScaleKey().isEmpty()) {
+            double scalar = positive(cfg, arch.attentionScaleKey(), d.headDim(), problems);
+            scale = 1.0 / Math.sqrt(scalar);
+        }
+        b.attentionSoftcap = arch.attentionSoftcapKey().isEmpty()
+                ? 0f
+                : (float) positive(cfg, arch.attentionSoftcapKey(), 0, problems);
+        b.logitSoftcap =
+                arch.logitSoftcapKey().isEmpty() ? 0f : (float) positive(cfg, arch.logitSoftcapKey(), 0, problems);
         if ("gpt2".equals(b.family) && !flag(cfg, "scale_attn_weights", true, problems, where)) {
             scale = 1.0;
         }
@@ -250,6 +267,19 @@ public final class FamilySettings {
     /** Per layer: the sliding attention window (a key is seen when {@code q − k < window}), 0 for none. */
     public int[] window() {
         return window.clone();
+    }
+
+    /** A positive number of config.json, {@code dflt} when absent or null. */
+    private static double positive(ModelConfig cfg, String key, double dflt, List<String> problems) {
+        Optional<JsonNode> v = cfg.get(key);
+        if (v.isEmpty()) {
+            return dflt;
+        }
+        if (!v.get().isNumber() || !(v.get().asDouble() > 0)) {
+            problems.add("field '" + key + "' is " + v.get() + ", not a positive number");
+            return dflt;
+        }
+        return v.get().asDouble();
     }
 
     private static boolean flag(ModelConfig cfg, String key, boolean dflt, List<String> problems, String where) {
@@ -377,11 +407,7 @@ public final class FamilySettings {
         }
     }
 
-    /**
-     * The sliding window of each layer, by the family's {@link Architecture#slidingWindow()} rule: {@code every_layer}
-     * (Mistral), or {@code layer_types} (Qwen: only with {@code use_sliding_window}; the layers {@code layer_types}
-     * marks {@code sliding_attention}, else those from {@code max_window_layers} on, transformers' default 28).
-     */
+    /** The sliding window of each layer, by the family's rule ({@link Architecture#slidingLayers}). */
     private static int[] windows(Architecture arch, ModelConfig cfg, int layers, List<String> problems) {
         int[] w = new int[layers];
         Optional<JsonNode> sw = cfg.get("sliding_window");
@@ -393,23 +419,9 @@ public final class FamilySettings {
             return w;
         }
         int window = sw.get().asInt();
-        if ("every_layer".equals(arch.slidingWindow())) {
-            java.util.Arrays.fill(w, window);
-        } else if ("layer_types".equals(arch.slidingWindow())) {
-            Optional<JsonNode> use = cfg.get("use_sliding_window");
-            if (use.isEmpty() || !use.get().asBoolean(false)) {
-                return w;
-            }
-            Optional<JsonNode> types = cfg.get("layer_types");
-            int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
-            for (int l = 0; l < layers; l++) {
-                boolean sliding = types.isPresent()
-                                && types.get().isArray()
-                                && l < types.get().size()
-                        ? "sliding_attention".equals(types.get().get(l).asText())
-                        : l >= from;
-                w[l] = sliding ? window : 0;
-            }
+        boolean[] sliding = arch.slidingLayers(cfg, layers);
+        for (int l = 0; l < layers; l++) {
+            w[l] = sliding[l] ? window : 0;
         }
         return w;
     }

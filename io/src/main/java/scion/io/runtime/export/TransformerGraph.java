@@ -126,7 +126,7 @@ final class TransformerGraph {
             }
             Optional<Weight> head = find(-1, Role.LM_HEAD, false);
             Weight w = head.isPresent() && !d.tied() ? head.get() : require(-1, Role.EMBEDDING);
-            String logits = linear("/lm_head", h, w, null);
+            String logits = softcap("/lm_head/softcap", linear("/lm_head", h, w, null), s.logitSoftcap);
             g.opTo("logits", "/lm_head", "Reshape", List.of(logits, shapeBs(d.vocab())));
             g.output("logits", GraphBuilder.FLOAT, "batch", "sequence", (long) d.vocab());
         } else {
@@ -521,9 +521,25 @@ final class TransformerGraph {
             return g.op(sc, "Add", List.of(g.op(sc, "Add", List.of(m, a)), x));
         }
         String a = attention(l, norm(sc + "/attn_norm", x, l, Role.ATTN_NORM));
+        a = outNorm(sc + "/attn_out_norm", a, l, Role.ATTN_OUT_NORM);
         x = g.op(sc, "Add", List.of(x, a));
         String m = mlp(l, norm(sc + "/mlp_norm", x, l, Role.MLP_NORM));
+        m = outNorm(sc + "/mlp_out_norm", m, l, Role.MLP_OUT_NORM);
         return g.op(sc, "Add", List.of(x, m));
+    }
+
+    /** A branch's output norm before the residual add (Gemma 2's sandwich norms); the branch as is without one. */
+    private String outNorm(String scope, String branch, int l, Role role) {
+        return find(l, role, false).isPresent() ? norm(scope, branch, l, role) : branch;
+    }
+
+    /** {@code c·tanh(x/c)}, Gemma 2's soft-cap; {@code x} for {@code c = 0}. */
+    private String softcap(String scope, String x, float c) {
+        if (c == 0f) {
+            return x;
+        }
+        String t = g.op(scope, "Tanh", List.of(g.op(scope, "Div", List.of(x, g.scalar(c)))));
+        return g.op(scope, "Mul", List.of(t, g.scalar(c)));
     }
 
     private String mlp(int l, String h) {
@@ -603,6 +619,7 @@ final class TransformerGraph {
         if (!s.scaleQuery) {
             scores = g.op(sc, "Mul", List.of(scores, g.scalar(s.attentionScale[l])));
         }
+        scores = softcap(sc + "/softcap", scores, s.attentionSoftcap);
         scores = g.op(sc, "Where", List.of(mask(s.window[l]), scores, g.scalar(MASKED)));
         String p = g.op(sc, "Softmax", List.of(scores), attr("axis", -1));
         String ctx = g.op(sc, "MatMul", List.of(p, v5)); // [B, kv, group, S, hd]
