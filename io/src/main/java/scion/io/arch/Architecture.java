@@ -5,8 +5,11 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import scion.io.Json;
@@ -43,6 +46,13 @@ import scion.io.config.ModelConfig;
  * @param attentionSoftcapKey the config.json number {@code c} of a soft-cap {@code c·tanh(s/c)} on the attention scores
  *     (Gemma 2's {@code attn_logit_softcapping}; none when null), or empty
  * @param logitSoftcapKey the same for the output logits (Gemma 2's {@code final_logit_softcapping}), or empty
+ * @param configFlags config.json booleans that switch a computation, by meaning: {@code parallel_residual} (GPT-NeoX
+ *     {@code use_parallel_residual}), {@code pre_ln} (OPT {@code do_layer_norm_before}; false: post-LN), {@code
+ *     attention_scaled} (gpt2 {@code scale_attn_weights}; false: no {@code 1/√head_dim}), {@code
+ *     attention_scaled_by_layer} (gpt2 {@code scale_attn_by_inverse_layer_idx}: scores also divided by layer + 1)
+ * @param requires config.json values the family's implementation needs (absent is fine): any other value is refused
+ * @param scaleQueryFirst the query is multiplied by the attention scale before {@code q·kᵀ} (OPT keeps that order)
+ * @param positionsFromMask learned positions at {@code cumsum(mask)·mask − 1 + offset} (OPT), not {@code 0..S-1}
  * @param activation the MLP activation when config.json names none (transformers' {@code ACT2FN} name)
  * @param normEps the norms' epsilon when config.json gives none
  * @param normEpsFromConfig whether transformers reads the epsilon from config.json at all (OPT's does not)
@@ -68,10 +78,46 @@ public record Architecture(
         String attentionScaleKey,
         String attentionSoftcapKey,
         String logitSoftcapKey,
+        Map<String, ConfigFlag> configFlags,
+        Map<String, JsonNode> requires,
+        boolean scaleQueryFirst,
+        boolean positionsFromMask,
         String activation,
         double normEps,
         boolean normEpsFromConfig,
         List<WeightSpec> weights) {
+
+    /**
+     * A config.json boolean that switches a computation.
+     *
+     * @param key its config.json key
+     * @param dflt its value when config.json does not have it (transformers' default)
+     */
+    public record ConfigFlag(String key, boolean dflt) {}
+
+    /** The meanings a {@code config_flags} entry may have. */
+    public static final Set<String> FLAG_MEANINGS =
+            Set.of("parallel_residual", "pre_ln", "attention_scaled", "attention_scaled_by_layer");
+
+    /**
+     * The value of the flag with this meaning in {@code cfg} ({@code fixed} when the family has no such flag; its
+     * default when config.json does not set it or sets it to something other than a boolean).
+     */
+    public boolean configFlag(String meaning, ModelConfig cfg, boolean fixed) {
+        ConfigFlag f = configFlags.get(meaning);
+        if (f == null) {
+            return fixed;
+        }
+        return cfg.get(f.key())
+                .filter(JsonNode::isBoolean)
+                .map(JsonNode::booleanValue)
+                .orElse(f.dflt());
+    }
+
+    /** Whether blocks are post-LN ({@code x = LN(x + f(x))}) for this config. */
+    public boolean postLn(ModelConfig cfg) {
+        return "layer_post".equals(norm) || !configFlag("pre_ln", cfg, true);
+    }
 
     public boolean isCausalLm() {
         return "causal_lm".equals(kind);
@@ -150,6 +196,10 @@ public record Architecture(
             "attention_scale_key",
             "attention_softcap_key",
             "logit_softcap_key",
+            "config_flags",
+            "requires",
+            "scale_query_first",
+            "positions_from_mask",
             "activation",
             "norm_eps",
             "norm_eps_from_config",
@@ -171,6 +221,26 @@ public record Architecture(
         if (!SLIDING_WINDOW.contains(slidingWindow)) {
             throw new IllegalStateException(
                     where + ": sliding_window '" + slidingWindow + "'; expected one of " + SLIDING_WINDOW);
+        }
+        Map<String, ConfigFlag> flags = new LinkedHashMap<>();
+        for (Iterator<Map.Entry<String, JsonNode>> it = n.path("config_flags").fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> e = it.next();
+            if (!FLAG_MEANINGS.contains(e.getKey())
+                    || !e.getValue().path("key").isTextual()
+                    || !e.getValue().path("default").isBoolean()) {
+                throw new IllegalStateException(where + ": config_flags entry '" + e.getKey() + "'; expected one of "
+                        + FLAG_MEANINGS + " as {\"key\": name, \"default\": boolean}, found " + e.getValue());
+            }
+            flags.put(
+                    e.getKey(),
+                    new ConfigFlag(
+                            e.getValue().get("key").asText(),
+                            e.getValue().get("default").asBoolean()));
+        }
+        Map<String, JsonNode> requires = new LinkedHashMap<>();
+        for (Iterator<Map.Entry<String, JsonNode>> it = n.path("requires").fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> e = it.next();
+            requires.put(e.getKey(), e.getValue());
         }
         String mlp = n.get("mlp").asText();
         String norm = n.get("norm").asText();
@@ -222,6 +292,10 @@ public record Architecture(
                 n.path("attention_scale_key").asText(""),
                 n.path("attention_softcap_key").asText(""),
                 n.path("logit_softcap_key").asText(""),
+                Collections.unmodifiableMap(flags),
+                Collections.unmodifiableMap(requires),
+                n.path("scale_query_first").asBoolean(false),
+                n.path("positions_from_mask").asBoolean(false),
                 n.path("activation").asText("gated".equals(mlp) ? "silu" : "gelu"),
                 n.path("norm_eps").asDouble(norm.startsWith("rms") ? 1e-6 : 1e-5),
                 n.path("norm_eps_from_config").asBoolean(true),

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Optional;
 import scion.io.InvalidInputException;
 import scion.io.Model;
@@ -185,26 +186,18 @@ public final class FamilySettings {
         b.activation = activation(cfg, arch, problems);
         b.embeddingScale = "sqrt_hidden".equals(arch.embeddingScale()) ? (float) Math.sqrt(d.hidden()) : 0f;
 
-        if ("gpt_neox".equals(b.family)) {
-            b.parallelResidual = flag(cfg, "use_parallel_residual", true, problems, where);
+        b.parallelResidual = flag(arch, cfg, "parallel_residual", false, problems, where);
+        b.scaleQuery = arch.scaleQueryFirst();
+        if (!flag(arch, cfg, "pre_ln", true, problems, where)) {
+            b.postLn = true;
         }
-        b.scaleQuery = "opt".equals(b.family);
-        if ("opt".equals(b.family)) {
-            if (!flag(cfg, "do_layer_norm_before", true, problems, where)) {
-                b.postLn = true;
-            }
-            if (!flag(cfg, "layer_norm_elementwise_affine", true, problems, where)) {
-                problems.add("layer_norm_elementwise_affine = false (LayerNorm without weights) is not supported");
-            }
-        }
-        if ("bert".equals(b.family)) {
-            String pet =
-                    cfg.get("position_embedding_type").map(JsonNode::asText).orElse("absolute");
-            if (!"absolute".equals(pet)) {
-                problems.add("position_embedding_type '" + pet + "' is not supported; expected 'absolute'");
-            }
-            if (flag(cfg, "is_decoder", false, problems, where)) {
-                problems.add("is_decoder = true (a causal BERT) is not supported; expected an encoder");
+        for (Map.Entry<String, JsonNode> r : arch.requires().entrySet()) {
+            Optional<JsonNode> v = cfg.get(r.getKey());
+            if (v.isPresent() && !v.get().equals(r.getValue())) {
+                problems.add(
+                        r.getKey() + " " + (v.get().isTextual() ? "'" + v.get().asText() + "'" : v.get())
+                                + " is not supported; expected "
+                                + (r.getValue().isTextual() ? "'" + r.getValue().asText() + "'" : r.getValue()));
             }
         }
 
@@ -212,7 +205,7 @@ public final class FamilySettings {
             b.positions = Positions.ROPE;
             rope(b, cfg, d, problems);
         } else {
-            b.positions = "opt".equals(b.family) ? Positions.LEARNED_FROM_MASK : Positions.LEARNED;
+            b.positions = arch.positionsFromMask() ? Positions.LEARNED_FROM_MASK : Positions.LEARNED;
             b.positionOffset = arch.positionOffset();
         }
 
@@ -227,11 +220,10 @@ public final class FamilySettings {
                 : (float) positive(cfg, arch.attentionSoftcapKey(), 0, problems);
         b.logitSoftcap =
                 arch.logitSoftcapKey().isEmpty() ? 0f : (float) positive(cfg, arch.logitSoftcapKey(), 0, problems);
-        if ("gpt2".equals(b.family) && !flag(cfg, "scale_attn_weights", true, problems, where)) {
+        if (!flag(arch, cfg, "attention_scaled", true, problems, where)) {
             scale = 1.0;
         }
-        boolean byLayer =
-                "gpt2".equals(b.family) && flag(cfg, "scale_attn_by_inverse_layer_idx", false, problems, where);
+        boolean byLayer = flag(arch, cfg, "attention_scaled_by_layer", false, problems, where);
         for (int l = 0; l < d.layers(); l++) {
             b.attentionScale[l] = (float) (byLayer ? scale / (l + 1) : scale);
         }
@@ -280,6 +272,13 @@ public final class FamilySettings {
             return dflt;
         }
         return v.get().asDouble();
+    }
+
+    /** The family's config flag with this meaning ({@code fixed} when it has none), malformed values reported. */
+    private static boolean flag(
+            Architecture arch, ModelConfig cfg, String meaning, boolean fixed, List<String> problems, String where) {
+        Architecture.ConfigFlag f = arch.configFlags().get(meaning);
+        return f == null ? fixed : flag(cfg, f.key(), f.dflt(), problems, where);
     }
 
     private static boolean flag(ModelConfig cfg, String key, boolean dflt, List<String> problems, String where) {

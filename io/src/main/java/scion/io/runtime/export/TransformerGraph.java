@@ -508,8 +508,10 @@ final class TransformerGraph {
     private String block(int l, String x) {
         String sc = "/layers." + l;
         if (s.postLn) {
-            Role attnNorm = s.family.equals("bert") ? Role.ATTN_POST_NORM : Role.ATTN_NORM;
-            Role mlpNorm = s.family.equals("bert") ? Role.MLP_POST_NORM : Role.MLP_NORM;
+            // A family that declares post-norm roles (bert) uses them; a switchable one (OPT) its usual norms.
+            boolean declared = wg.architecture().weights().stream().anyMatch(w -> w.role() == Role.ATTN_POST_NORM);
+            Role attnNorm = declared ? Role.ATTN_POST_NORM : Role.ATTN_NORM;
+            Role mlpNorm = declared ? Role.MLP_POST_NORM : Role.MLP_NORM;
             String a = attention(l, x);
             x = norm(sc + "/attn_norm", g.op(sc, "Add", List.of(a, x)), l, attnNorm);
             String m = mlp(l, x);
