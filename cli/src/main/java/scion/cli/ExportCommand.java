@@ -20,7 +20,7 @@ import scion.io.runtime.export.OnnxExporter;
         name = "export",
         description = {
             "Build a runnable ONNX model (opset 17) from a safetensors checkpoint: causal LMs output 'logits',",
-            "encoders 'last_hidden_state'; dynamic batch and sequence axes; weights in OUT.onnx.data by default."
+            "encoders 'last_hidden_state' (and 'pooler_output' with a pooler); dynamic batch and sequence axes; weights in OUT.onnx.data by default."
         },
         mixinStandardHelpOptions = true)
 final class ExportCommand implements Callable<Integer> {
@@ -61,13 +61,20 @@ final class ExportCommand implements Callable<Integer> {
                     .withExternalData(OnnxWriter.ExternalData.parse(externalData))
                     .withForce(output.force)
                     .withToolVersion(Scion.version());
-            OnnxWriter.Written w = OnnxExporter.write(m, out, o);
+            OnnxExporter.Exported e = OnnxExporter.export(m, o);
+            OnnxWriter.Written w = OnnxExporter.write(e, out, o);
             summary.put("family", m.graph().architecture().family());
             summary.put("output", w.model().toString());
             summary.put("model_bytes", w.modelBytes());
             w.dataFile().ifPresent(p -> summary.put("external_data", p.toString()));
             summary.put("data_bytes", w.dataBytes());
-            summary.put("outputs", m.graph().architecture().isCausalLm() ? "logits" : "last_hidden_state");
+            summary.put(
+                    "outputs",
+                    String.join(
+                            ", ",
+                            e.outputNames().stream()
+                                    .filter(n -> !n.startsWith("hidden_states."))
+                                    .collect(java.util.stream.Collectors.toList())));
             if (residualStream) {
                 summary.put("residual_stream_outputs", m.graph().dims().layers() + 1);
             }

@@ -1,6 +1,5 @@
 package scion.growth;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -237,7 +236,7 @@ public final class DepthGrowth {
         } else {
             notes.add("stack: " + k + " copied block(s); NOT function-preserving (each copy adds its branches again):"
                     + " the result needs continued training");
-            if ("gpt2".equals(arch.family()) && flag(cfg, "scale_attn_by_inverse_layer_idx")) {
+            if (arch.configFlag("attention_scaled_by_layer", cfg, false)) {
                 notes.add("scale_attn_by_inverse_layer_idx: renumbered blocks scale attention by their new index");
             }
         }
@@ -281,24 +280,19 @@ public final class DepthGrowth {
 
     private static void identityProblems(Architecture arch, ModelConfig cfg, List<Slot> slots, List<String> problems) {
         String hint = "; hint: --depth-method stack duplicates blocks (not function-preserving)";
-        boolean postLn = "layer_post".equals(arch.norm())
-                || "opt".equals(arch.family())
-                        && cfg.get("do_layer_norm_before")
-                                .map(v -> !v.asBoolean(true))
-                                .orElse(false);
+        boolean postLn = arch.postLn(cfg);
         if (postLn) {
             problems.add(InvalidInputException.of(
                             "--depth-method identity",
                             arch.family() + " is post-LN (LayerNorm after each residual add), so a block whose"
                                     + " output projections are zero still computes LN(x) ≠ x and identity growth"
                                     + " would change the function",
-                            "a pre-LN family (llama, mistral, qwen2, gemma, gpt2, gpt_neox, opt with"
-                                    + " do_layer_norm_before = true)",
+                            "a pre-LN model (a norm before each branch, none after the residual add)",
                             arch.family() + hint)
                     .getMessage());
             return;
         }
-        if ("gpt2".equals(arch.family()) && flag(cfg, "scale_attn_by_inverse_layer_idx")) {
+        if (arch.configFlag("attention_scaled_by_layer", cfg, false)) {
             for (int i = 0; i < slots.size(); i++) {
                 Slot s = slots.get(i);
                 if (!s.added() && s.source() != i) {
@@ -323,10 +317,6 @@ public final class DepthGrowth {
             n = Math.max(n, s.source() + 1);
         }
         return n;
-    }
-
-    private static boolean flag(ModelConfig cfg, String key) {
-        return cfg.get(key).map(JsonNode::asBoolean).orElse(false);
     }
 
     /**

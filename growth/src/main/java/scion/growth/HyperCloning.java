@@ -11,7 +11,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
 import java.util.function.IntFunction;
 import scion.io.InvalidInputException;
 import scion.io.Json;
@@ -75,13 +74,7 @@ public final class HyperCloning {
     /** The default symmetry-breaking noise: 20 dB below the weight block's power. */
     public static final double DEFAULT_NOISE_SNR_DB = 20.0;
 
-    /**
-     * Families whose Hugging Face attention reads a separate key/value head count ({@code num_key_value_heads}):
-     * only these can keep their key/value heads while the query heads grow.
-     */
     private static final String WORD_EMBED_PROJ_DIM = "word_embed_proj_dim";
-
-    static final Set<String> GROUPED_KV_FAMILIES = Set.of("llama", "mistral", "qwen2", "gemma");
 
     /** What happens to the key/value heads when the width grows. */
     public enum KvMode {
@@ -209,7 +202,8 @@ public final class HyperCloning {
                     .getMessage());
         }
         boolean mqa = dims.kvHeads() == 1 && dims.heads() > 1;
-        boolean grouped = GROUPED_KV_FAMILIES.contains(family);
+        // Only a family whose attention reads its own key/value head count can keep them while the query heads grow.
+        boolean grouped = arch.groupedKv();
         KvMode kv = p.kv();
         if (kv == KvMode.AUTO) {
             kv = mqa && grouped ? KvMode.KEEP : KvMode.GROW;

@@ -127,9 +127,6 @@ public final class Subcloning {
      */
     public record Shape(Dims source, Dims target, int kvGroup, boolean explicitHeadDim) {}
 
-    /** Families whose transformers implementation reads {@code head_dim} from config.json. */
-    private static final List<String> HEAD_DIM_FAMILIES = List.of("llama", "mistral", "qwen2", "gemma");
-
     /** Checks {@code p} against {@code graph} and returns the target sizes. */
     public static Shape check(WeightGraph graph, Params p) {
         Dims d = graph.dims();
@@ -194,7 +191,7 @@ public final class Subcloning {
         boolean sourceHasHeadDim = graph.config().integer(Field.HEAD_DIM).isPresent();
         if (attnWidth != hidden || sourceHasHeadDim) {
             explicitHeadDim = true;
-            if (!sourceHasHeadDim && !HEAD_DIM_FAMILIES.contains(arch.family())) {
+            if (!sourceHasHeadDim && !arch.configHeadDim()) {
                 problems.add("--heads " + heads + ": " + arch.family() + " has no head_dim setting, so H'·head_dim"
                         + " must equal D'; found " + heads + "·" + d.headDim() + " = " + attnWidth + " ≠ " + hidden
                         + (hidden % d.headDim() == 0 ? "; hint: --heads " + hidden / d.headDim() : ""));

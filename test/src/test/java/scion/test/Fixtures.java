@@ -7,7 +7,10 @@ import java.net.URISyntaxException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
+import scion.io.arch.Architectures;
 
 /** Where the test inputs are: the real MiniLM from its Maven artifact, and the committed Hugging Face fixtures. */
 public final class Fixtures {
@@ -73,11 +76,35 @@ public final class Fixtures {
     }
 
     /**
+     * Every registered family ({@link Architectures#FAMILIES}): each has a fixture {@code hf/<family>}, so tests that
+     * iterate this cover a new family as soon as its JSON, registry line and fixture exist.
+     */
+    public static List<String> families() {
+        return Architectures.FAMILIES;
+    }
+
+    /** The registered families that are causal language models. */
+    public static List<String> causalFamilies() {
+        List<String> out = new ArrayList<>();
+        for (String f : Architectures.FAMILIES) {
+            if (Architectures.byFamily(f).orElseThrow().isCausalLm()) {
+                out.add(f);
+            }
+        }
+        return out;
+    }
+
+    /**
      * Parameter counts as transformers reports them ({@code sum(p.numel() for p in model.parameters())}, tied
      * weights counted once), recorded when the fixtures were generated.
      */
     public static long hfParameterCount(String family) {
-        return PARAMETERS.get(family);
+        Long n = PARAMETERS.get(family);
+        if (n == null) {
+            throw new IllegalStateException("no recorded transformers parameter count for fixture hf/" + family
+                    + " (generate_hf_fixtures.py writes it into expected.json as 'parameters')");
+        }
+        return n;
     }
 
     private static final Map<String, Long> PARAMETERS = Map.of(
@@ -85,8 +112,10 @@ public final class Fixtures {
             "mistral", 90_432L,
             "qwen2", 82_496L,
             "gemma", 82_240L,
+            "gemma2", 82_496L,
             "gpt2", 79_360L,
             "gpt_neox", 83_456L,
             "opt", 79_488L,
+            "qwen3", 106_944L,
             "bert", 83_648L);
 }

@@ -1,5 +1,8 @@
 package scion.io.arch;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import java.io.IOException;
+import java.io.InputStream;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.LinkedHashMap;
@@ -7,12 +10,18 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import scion.io.InvalidInputException;
+import scion.io.Json;
 
-/** The registry of known families, loaded once from the architecture resources. */
+/**
+ * The registry of known families, loaded once from the architecture resources: {@code /scion/arch/families.json} lists
+ * the families (in the order they are shown to users), each described by {@code /scion/arch/<family>.json}. This is
+ * the one place that knows which families exist; a new family is a new JSON file and a line in the list.
+ */
 public final class Architectures {
+    private static final String INDEX = "/scion/arch/families.json";
+
     /** Every family Scion knows, in the order they are listed to users. */
-    public static final List<String> FAMILIES =
-            List.of("llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert");
+    public static final List<String> FAMILIES = readIndex();
 
     private static final Map<String, Architecture> BY_FAMILY = new LinkedHashMap<>();
 
@@ -23,6 +32,21 @@ public final class Architectures {
     }
 
     private Architectures() {}
+
+    private static List<String> readIndex() {
+        try (InputStream in = Architectures.class.getResourceAsStream(INDEX)) {
+            if (in == null) {
+                throw new IllegalStateException("missing architecture index " + INDEX);
+            }
+            List<String> out = new ArrayList<>();
+            for (JsonNode f : Json.mapper().readTree(in).get("families")) {
+                out.add(f.asText());
+            }
+            return List.copyOf(out);
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot read architecture index " + INDEX, e);
+        }
+    }
 
     public static Collection<Architecture> all() {
         return BY_FAMILY.values();

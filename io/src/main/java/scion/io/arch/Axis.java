@@ -17,6 +17,8 @@ public enum Axis {
     Q,
     /** Key/value heads × head dim. */
     KV,
+    /** One head's width ({@code head_dim}): per-head weights shared by every head (Qwen3's q/k norms). */
+    HEAD_DIM,
     /** Fused query + key + value. */
     QKV,
     /** The MLP's intermediate neurons. */

@@ -102,6 +102,8 @@ public record Dims(
                 return (long) heads * headDim;
             case KV:
                 return (long) kvHeads * headDim;
+            case HEAD_DIM:
+                return headDim;
             case QKV:
                 return (long) (heads + 2L * kvHeads) * headDim;
             case FFN:

@@ -29,8 +29,8 @@ import scion.io.tensor.Tensor;
  * named {@link WeightSpec#name(String, int) spec.name(prefix, i)} — in the source's storage order within a block. A
  * file-backed tensor stays file-backed under its new name ({@link #rename}), so writers copy it without reading it
  * into memory. {@link #config} rewrites the layer count under the key the file uses and the per-layer lists
- * ({@code layer_types}, {@code no_rope_layers}) from each block's source entry; a qwen2 config with {@code
- * use_sliding_window} and no {@code layer_types} gets one written out from {@code max_window_layers}, so that no block
+ * ({@code layer_types}, {@code no_rope_layers}) from each block's source entry; a config of a family with the
+ * {@code layer_types} sliding-window rule (Qwen), {@code use_sliding_window} and no {@code layer_types} gets one written out from {@code max_window_layers}, so that no block
  * changes its attention kind by being renumbered.
  *
  * <p>Not handled here (the caller's business): anything a block computes from its own index, such as gpt2's {@code
@@ -98,7 +98,14 @@ public final class LayerRemap {
 
     /** The result's config.json values, with the layer count and per-layer lists of {@code graph}'s family. */
     public static ModelConfig config(WeightGraph graph, int[] sources) {
-        return config(graph.config(), graph.architecture().family(), sources);
+        return config(graph.config(), graph.architecture(), sources);
+    }
+
+    /** As {@link #config(ModelConfig, Architecture, int[])} for a registered family, by its id. */
+    public static ModelConfig config(ModelConfig cfg, String family, int[] sources) {
+        Architecture arch = Architectures.byFamily(family)
+                .orElseThrow(() -> new IllegalArgumentException("unknown family '" + family + "'"));
+        return config(cfg, arch, sources);
     }
 
     /**
@@ -106,9 +113,9 @@ public final class LayerRemap {
      * per-layer lists rebuilt in the new block order. {@code cfg} may already carry other operators' changes (width
      * growth); its layer count is the source's.
      *
-     * @param family the architecture family ({@code qwen2} has an implicit per-layer sliding-window list)
+     * @param arch the architecture (a {@code layer_types} sliding-window rule has an implicit per-layer list)
      */
-    public static ModelConfig config(ModelConfig cfg, String family, int[] sources) {
+    public static ModelConfig config(ModelConfig cfg, Architecture arch, int[] sources) {
         int sourceLayers = cfg.require(Field.LAYERS);
         check(sources, sourceLayers);
         ModelConfig changed = cfg.with(Field.LAYERS, sources.length);
@@ -119,9 +126,11 @@ public final class LayerRemap {
                 lists.add(key);
             }
         }
-        boolean implicitWindows = !lists.contains("layer_types")
-                && "qwen2".equals(family)
-                && cfg.get("use_sliding_window").map(JsonNode::asBoolean).orElse(false);
+        // A family whose windows follow layer_types, with windows on and no list in the file: the list is implied
+        // (Qwen: from max_window_layers on; Gemma 2: alternating). Write it out so no block changes its kind.
+        boolean[] sliding = arch.slidingLayers(cfg, sourceLayers);
+        boolean implicitWindows =
+                !lists.contains("layer_types") && "layer_types".equals(arch.slidingWindow()) && contains(sliding, true);
         if (lists.isEmpty() && !implicitWindows) {
             return changed;
         }
@@ -135,10 +144,9 @@ public final class LayerRemap {
                 }
             }
             if (implicitWindows) {
-                int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
                 ArrayNode arr = json.putArray("layer_types");
                 for (int s : sources) {
-                    arr.add(s >= from ? "sliding_attention" : "full_attention");
+                    arr.add(sliding[s] ? "sliding_attention" : "full_attention");
                 }
             }
             return ModelConfig.parse(Json.mapper().writeValueAsString(json), cfg.source());
@@ -153,6 +161,15 @@ public final class LayerRemap {
      */
     public static Tensor rename(Tensor t, String name) {
         return t.name().equals(name) ? t : new Renamed(t, name);
+    }
+
+    private static boolean contains(boolean[] a, boolean v) {
+        for (boolean x : a) {
+            if (x == v) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private static void check(int[] sources, int layers) {

@@ -19,14 +19,25 @@ public enum Role {
     /** Fused query/key/value projection (gpt2 {@code c_attn}, gpt_neox {@code query_key_value}). */
     ATTN_QKV,
     ATTN_O,
+    /**
+     * Normalisation of the queries before RoPE: per head over {@code head_dim} (Qwen3), the weight then has axis
+     * {@link Axis#HEAD_DIM} and is shared by every head.
+     */
+    ATTN_Q_NORM,
+    /** Normalisation of the keys before RoPE, as {@link #ATTN_Q_NORM}. */
+    ATTN_K_NORM,
     /** Post-attention LayerNorm of post-LN models (BERT). */
     ATTN_POST_NORM,
+    /** Norm of the attention branch's output before it joins the residual stream (Gemma 2's sandwich norm). */
+    ATTN_OUT_NORM,
     MLP_NORM,
     MLP_GATE,
     MLP_UP,
     MLP_DOWN,
     /** Post-MLP LayerNorm of post-LN models (BERT). */
     MLP_POST_NORM,
+    /** Norm of the MLP branch's output before it joins the residual stream (Gemma 2's sandwich norm). */
+    MLP_OUT_NORM,
     FINAL_NORM,
     OUTPUT_PROJECTION,
     LM_HEAD,
@@ -70,6 +81,10 @@ public enum Role {
         return this == EMBEDDING_NORM
                 || this == ATTN_NORM
                 || this == ATTN_POST_NORM
+                || this == ATTN_OUT_NORM
+                || this == MLP_OUT_NORM
+                || this == ATTN_Q_NORM
+                || this == ATTN_K_NORM
                 || this == MLP_NORM
                 || this == MLP_POST_NORM
                 || this == FINAL_NORM;

@@ -149,7 +149,7 @@ class WeightGraphTest {
                 assertThrows(InvalidInputException.class, () -> Architectures.forModelType("mamba", "x/config.json"));
         assertEquals(
                 "x/config.json: unsupported architecture (model_type); expected one of [llama, mistral, mixtral_dense,"
-                        + " qwen2, gemma, gpt2, gpt_neox, opt, bert], found 'mamba'",
+                        + " qwen2, qwen3, gemma, gemma2, gpt2, gpt_neox, opt, bert], found 'mamba'",
                 e.getMessage());
     }
 

@@ -15,6 +15,7 @@ import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import scion.io.Model;
 import scion.io.arch.Role;
@@ -142,6 +143,8 @@ class CalibrationFixturesTest {
         double eps = model.config().number(Field.NORM_EPS).orElse(1e-5);
         boolean rms =
                 !model.graph().architecture().weights().stream().anyMatch(s -> s.role() == Role.FINAL_NORM && s.bias());
+        // Gemma's norms scale by (1 + γ).
+        boolean plusOne = "rms_plus_one".equals(model.graph().architecture().norm());
         int h = gamma.length;
         double[] out = new double[x.length];
         for (int r = 0; r < x.length / h; r++) {
@@ -160,7 +163,7 @@ class CalibrationFixturesTest {
             var /= h;
             double inv = 1 / Math.sqrt(var + eps);
             for (int j = 0; j < h; j++) {
-                double g = family.equals("gemma") ? 1 + gamma[j] : gamma[j];
+                double g = plusOne ? 1 + gamma[j] : gamma[j];
                 out[r * h + j] = (x[r * h + j] - mean) * inv * g + (beta == null ? 0 : beta[j]);
             }
         }
@@ -193,7 +196,7 @@ class CalibrationFixturesTest {
 
     /** Safetensors checkpoints, exported in memory with residual outputs, for every family Scion knows. */
     @ParameterizedTest
-    @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert"})
+    @MethodSource("scion.test.Fixtures#families")
     void safetensorsTapsEqualTransformersHiddenStates(String family) {
         try (Model model = Model.open(Fixtures.hf(family))) {
             assertTapsEqualHiddenStates(model, family);
@@ -206,7 +209,7 @@ class CalibrationFixturesTest {
      * Gemma's {@code 1 + γ} norm and OPT graphs alike.
      */
     @ParameterizedTest
-    @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert"})
+    @MethodSource("scion.test.Fixtures#families")
     void dataflowRuleFindsTheExportersResidualTensors(String family) {
         try (Model model = Model.open(Fixtures.hf(family))) {
             OnnxExporter.Exported e =

@@ -8,6 +8,7 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
+import org.junit.jupiter.params.provider.MethodSource;
 import scion.io.Json;
 import scion.test.Fixtures;
 
@@ -54,7 +55,9 @@ class InspectCliTest {
         "llama,    2, 64, 4, 2, 16, 128, 128, false",
         "mistral,  2, 64, 4, 2, 16, 128, 128, false",
         "qwen2,    2, 64, 4, 2, 16, 128, 128, true",
+        "qwen3,    2, 64, 4, 2, 32, 128, 128, true",
         "gemma,    2, 64, 4, 2, 16, 128, 128, true",
+        "gemma2,   2, 64, 4, 2, 16, 128, 128, true",
         "gpt2,     2, 64, 4, 4, 16, 128, 128, true",
         "gpt_neox, 2, 64, 4, 4, 16, 128, 128, false",
         "opt,      2, 64, 4, 4, 16, 128, 128, true",
@@ -77,6 +80,18 @@ class InspectCliTest {
         if (j.has("tied_embeddings")) {
             assertEquals(tied, j.get("tied_embeddings").asBoolean());
         }
+        assertEquals(j.get("tensors").asInt(), j.get("tensors_with_role").asInt());
+        assertEquals(Fixtures.hfParameterCount(family), j.get("parameters").asLong(), "matches transformers' count");
+    }
+
+    /** Every registered family has a fixture, and inspect counts its parameters as transformers does. */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("scion.test.Fixtures#families")
+    void everyRegisteredFamilyInspectsLikeTransformers(String family) throws Exception {
+        CliRun r = CliRun.of("inspect", Fixtures.hf(family).toString(), "--json");
+        assertEquals(0, r.code(), r.toString());
+        JsonNode j = Json.mapper().readTree(r.out());
+        assertEquals(family, j.get("family").asText());
         assertEquals(j.get("tensors").asInt(), j.get("tensors_with_role").asInt());
         assertEquals(Fixtures.hfParameterCount(family), j.get("parameters").asLong(), "matches transformers' count");
     }

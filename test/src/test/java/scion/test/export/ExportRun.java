@@ -15,12 +15,11 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import scion.io.runtime.export.OnnxExporter;
 import scion.io.runtime.export.OnnxExporter.Exported;
 
 /** Shared helpers of the export tests: fixture inputs and expected outputs, ONNX Runtime runs, error measures. */
-final class ExportRun {
+public final class ExportRun {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private ExportRun() {}
@@ -147,6 +146,25 @@ final class ExportRun {
     }
 
     /** {@code max|a − ref| / max|ref|}. */
+    /**
+     * Runs {@code e} on the inputs of a fixture's {@code expected.json} and returns the largest relative error of its
+     * outputs against the ones transformers recorded there.
+     */
+    public static double errorAgainstTransformers(Exported e, Path expectedJson) throws OrtException {
+        JsonNode expected = json(expectedJson);
+        Map<String, float[]> out = runInMemory(e, fixtureInputs(e, expected));
+        double err = 0;
+        for (var it = expected.get("outputs").fieldNames(); it.hasNext(); ) {
+            String name = it.next();
+            err = Math.max(
+                    err,
+                    relativeError(
+                            out.get(name),
+                            flat(expected.get("outputs").get(name).get("data"))));
+        }
+        return err;
+    }
+
     static double relativeError(float[] a, float[] ref) {
         if (a.length != ref.length) {
             throw new AssertionError("lengths differ: " + a.length + " vs reference " + ref.length);
@@ -162,6 +180,4 @@ final class ExportRun {
         }
         return maxDiff / maxRef;
     }
-
-    static final Set<String> CAUSAL = Set.of("llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt");
 }

@@ -9,7 +9,7 @@ import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.MethodSource;
 import scion.growth.DepthGrowth;
 import scion.io.InvalidInputException;
 import scion.io.Json;
@@ -59,7 +59,7 @@ class DepthGrowthEquivalenceTest {
      * floats: "identical", not a tolerance.
      */
     @ParameterizedTest
-    @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt"})
+    @MethodSource("scion.test.Fixtures#causalFamilies")
     void identityBlocksAreExact(String family) throws Exception {
         Path src = Fixtures.hf(family);
         Path out = grow(src, tmp.resolve(family + "-d5"), "--depth", "5");

@@ -10,7 +10,7 @@ import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.ValueSource;
+import org.junit.jupiter.params.provider.MethodSource;
 import scion.io.Json;
 import scion.io.Model;
 import scion.io.arch.Role;
@@ -109,7 +109,7 @@ class HyperCloningEquivalenceTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"llama", "mistral", "qwen2", "gemma", "gpt2", "gpt_neox", "opt", "bert"})
+    @MethodSource("scion.test.Fixtures#families")
     void widthTwoFfnTwoIsFunctionPreservingWithAndWithoutNoise(String family) throws Exception {
         Path src = Fixtures.hf(family);
         int hidden;
@@ -141,6 +141,9 @@ class HyperCloningEquivalenceTest {
         assertCopies(validate(src, out, TOL), 3);
         Path gemma = grow(Fixtures.hf("gemma"), tmp.resolve("gemma-w3"), "--width", "3", "--ffn", "1");
         assertCopies(validate(Fixtures.hf("gemma"), gemma, TOL), 3);
+        // Qwen3: head_dim 32 from config (≠ hidden / heads), per-head q/k norms left as they are.
+        Path qwen3 = grow(Fixtures.hf("qwen3"), tmp.resolve("qwen3-w3"), "--width", "3", "--no-noise");
+        assertCopies(validate(Fixtures.hf("qwen3"), qwen3, TOL), 3);
     }
 
     /**

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Optional;
 import scion.io.InvalidInputException;
 import scion.io.Model;
@@ -76,6 +77,10 @@ public final class FamilySettings {
     final float[] attentionScale;
     /** OPT multiplies the query by the scale before {@code q·kᵀ} (transformers keeps that order). */
     final boolean scaleQuery;
+    /** Soft-cap {@code c} of the attention scores, {@code c·tanh(s/c)} (Gemma 2); 0 for none. */
+    final float attentionSoftcap;
+    /** Soft-cap of the output logits (Gemma 2); 0 for none. */
+    final float logitSoftcap;
 
     final boolean tokenTypes;
 
@@ -96,6 +101,8 @@ public final class FamilySettings {
         window = b.window;
         attentionScale = b.attentionScale;
         scaleQuery = b.scaleQuery;
+        attentionSoftcap = b.attentionSoftcap;
+        logitSoftcap = b.logitSoftcap;
         tokenTypes = b.tokenTypes;
     }
 
@@ -116,6 +123,8 @@ public final class FamilySettings {
         int[] window;
         float[] attentionScale;
         boolean scaleQuery;
+        float attentionSoftcap;
+        float logitSoftcap;
         boolean tokenTypes;
     }
 
@@ -169,35 +178,26 @@ public final class FamilySettings {
             default:
                 problems.add("norm '" + arch.norm() + "' of family " + arch.family() + " is not supported by export");
         }
-        double defaultEps = b.norm == Norm.LAYER ? ("bert".equals(b.family) ? 1e-12 : 1e-5) : 1e-6;
-        // OPT's nn.LayerNorm never reads an epsilon from config.json.
-        b.eps = "opt".equals(b.family)
-                ? 1e-5f
-                : (float) cfg.number(Field.NORM_EPS).orElse(defaultEps).doubleValue();
+        // Some families' norms never read an epsilon from config.json (OPT's nn.LayerNorm).
+        b.eps = arch.normEpsFromConfig()
+                ? (float) cfg.number(Field.NORM_EPS).orElse(arch.normEps()).doubleValue()
+                : (float) arch.normEps();
         b.gated = arch.mlp().startsWith("gated");
         b.activation = activation(cfg, arch, problems);
         b.embeddingScale = "sqrt_hidden".equals(arch.embeddingScale()) ? (float) Math.sqrt(d.hidden()) : 0f;
 
-        if ("gpt_neox".equals(b.family)) {
-            b.parallelResidual = flag(cfg, "use_parallel_residual", true, problems, where);
+        b.parallelResidual = flag(arch, cfg, "parallel_residual", false, problems, where);
+        b.scaleQuery = arch.scaleQueryFirst();
+        if (!flag(arch, cfg, "pre_ln", true, problems, where)) {
+            b.postLn = true;
         }
-        b.scaleQuery = "opt".equals(b.family);
-        if ("opt".equals(b.family)) {
-            if (!flag(cfg, "do_layer_norm_before", true, problems, where)) {
-                b.postLn = true;
-            }
-            if (!flag(cfg, "layer_norm_elementwise_affine", true, problems, where)) {
-                problems.add("layer_norm_elementwise_affine = false (LayerNorm without weights) is not supported");
-            }
-        }
-        if ("bert".equals(b.family)) {
-            String pet =
-                    cfg.get("position_embedding_type").map(JsonNode::asText).orElse("absolute");
-            if (!"absolute".equals(pet)) {
-                problems.add("position_embedding_type '" + pet + "' is not supported; expected 'absolute'");
-            }
-            if (flag(cfg, "is_decoder", false, problems, where)) {
-                problems.add("is_decoder = true (a causal BERT) is not supported; expected an encoder");
+        for (Map.Entry<String, JsonNode> r : arch.requires().entrySet()) {
+            Optional<JsonNode> v = cfg.get(r.getKey());
+            if (v.isPresent() && !v.get().equals(r.getValue())) {
+                problems.add(
+                        r.getKey() + " " + (v.get().isTextual() ? "'" + v.get().asText() + "'" : v.get())
+                                + " is not supported; expected "
+                                + (r.getValue().isTextual() ? "'" + r.getValue().asText() + "'" : r.getValue()));
             }
         }
 
@@ -205,21 +205,29 @@ public final class FamilySettings {
             b.positions = Positions.ROPE;
             rope(b, cfg, d, problems);
         } else {
-            b.positions = "opt".equals(b.family) ? Positions.LEARNED_FROM_MASK : Positions.LEARNED;
+            b.positions = arch.positionsFromMask() ? Positions.LEARNED_FROM_MASK : Positions.LEARNED;
             b.positionOffset = arch.positionOffset();
         }
 
         b.attentionScale = new float[d.layers()];
         double scale = 1.0 / Math.sqrt(d.headDim());
-        if ("gpt2".equals(b.family) && !flag(cfg, "scale_attn_weights", true, problems, where)) {
+        if (!arch.attentionScaleKey().isEmpty()) {
+            double scalar = positive(cfg, arch.attentionScaleKey(), d.headDim(), problems);
+            scale = 1.0 / Math.sqrt(scalar);
+        }
+        b.attentionSoftcap = arch.attentionSoftcapKey().isEmpty()
+                ? 0f
+                : (float) positive(cfg, arch.attentionSoftcapKey(), 0, problems);
+        b.logitSoftcap =
+                arch.logitSoftcapKey().isEmpty() ? 0f : (float) positive(cfg, arch.logitSoftcapKey(), 0, problems);
+        if (!flag(arch, cfg, "attention_scaled", true, problems, where)) {
             scale = 1.0;
         }
-        boolean byLayer =
-                "gpt2".equals(b.family) && flag(cfg, "scale_attn_by_inverse_layer_idx", false, problems, where);
+        boolean byLayer = flag(arch, cfg, "attention_scaled_by_layer", false, problems, where);
         for (int l = 0; l < d.layers(); l++) {
             b.attentionScale[l] = (float) (byLayer ? scale / (l + 1) : scale);
         }
-        b.window = windows(b.family, cfg, d.layers(), problems);
+        b.window = windows(arch, cfg, d.layers(), problems);
         return new FamilySettings(b);
     }
 
@@ -253,6 +261,26 @@ public final class FamilySettings {
         return window.clone();
     }
 
+    /** A positive number of config.json, {@code dflt} when absent or null. */
+    private static double positive(ModelConfig cfg, String key, double dflt, List<String> problems) {
+        Optional<JsonNode> v = cfg.get(key);
+        if (v.isEmpty()) {
+            return dflt;
+        }
+        if (!v.get().isNumber() || !(v.get().asDouble() > 0)) {
+            problems.add("field '" + key + "' is " + v.get() + ", not a positive number");
+            return dflt;
+        }
+        return v.get().asDouble();
+    }
+
+    /** The family's config flag with this meaning ({@code fixed} when it has none), malformed values reported. */
+    private static boolean flag(
+            Architecture arch, ModelConfig cfg, String meaning, boolean fixed, List<String> problems, String where) {
+        Architecture.ConfigFlag f = arch.configFlags().get(meaning);
+        return f == null ? fixed : flag(cfg, f.key(), f.dflt(), problems, where);
+    }
+
     private static boolean flag(ModelConfig cfg, String key, boolean dflt, List<String> problems, String where) {
         Optional<JsonNode> v = cfg.get(key);
         if (v.isEmpty()) {
@@ -275,19 +303,7 @@ public final class FamilySettings {
             }
         }
         if (name == null) {
-            switch (arch.family()) {
-                case "gemma":
-                    name = "gelu_pytorch_tanh";
-                    break;
-                case "gpt2":
-                    name = "gelu_new";
-                    break;
-                case "opt":
-                    name = "relu";
-                    break;
-                default:
-                    name = arch.mlp().equals("gated") ? "silu" : "gelu";
-            }
+            name = arch.activation();
         }
         switch (name.toLowerCase(Locale.ROOT)) {
             case "silu":
@@ -390,7 +406,8 @@ public final class FamilySettings {
         }
     }
 
-    private static int[] windows(String family, ModelConfig cfg, int layers, List<String> problems) {
+    /** The sliding window of each layer, by the family's rule ({@link Architecture#slidingLayers}). */
+    private static int[] windows(Architecture arch, ModelConfig cfg, int layers, List<String> problems) {
         int[] w = new int[layers];
         Optional<JsonNode> sw = cfg.get("sliding_window");
         if (sw.isEmpty()) {
@@ -401,23 +418,9 @@ public final class FamilySettings {
             return w;
         }
         int window = sw.get().asInt();
-        if ("mistral".equals(family)) {
-            java.util.Arrays.fill(w, window);
-        } else if ("qwen2".equals(family)) {
-            Optional<JsonNode> use = cfg.get("use_sliding_window");
-            if (use.isEmpty() || !use.get().asBoolean(false)) {
-                return w;
-            }
-            Optional<JsonNode> types = cfg.get("layer_types");
-            int from = cfg.get("max_window_layers").map(JsonNode::asInt).orElse(28);
-            for (int l = 0; l < layers; l++) {
-                boolean sliding = types.isPresent()
-                                && types.get().isArray()
-                                && l < types.get().size()
-                        ? "sliding_attention".equals(types.get().get(l).asText())
-                        : l >= from;
-                w[l] = sliding ? window : 0;
-            }
+        boolean[] sliding = arch.slidingLayers(cfg, layers);
+        for (int l = 0; l < layers; l++) {
+            w[l] = sliding[l] ? window : 0;
         }
         return w;
     }

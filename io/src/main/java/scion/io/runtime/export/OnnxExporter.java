@@ -33,24 +33,27 @@ import scion.io.tensor.FileRegion;
 import scion.io.tensor.Tensor;
 
 /**
- * Exports a safetensors checkpoint of a known family (llama, mistral, qwen2, gemma, gpt2, gpt_neox, opt, bert) as a
- * runnable ONNX graph, opset {@value #OPSET}, computed in float32: ONNX Runtime is the judge of every transformed
+ * Exports a safetensors checkpoint of a registered family ({@link scion.io.arch.Architectures}) as a runnable ONNX
+ * graph, opset {@value #OPSET}, computed in float32: ONNX Runtime is the judge of every transformed
  * model, and this is how a safetensors model gets in front of it.
  *
  * <p><b>Graph.</b> Inputs {@code input_ids} and {@code attention_mask}, int64 {@code [batch, sequence]} (bert also
  * {@code token_type_ids}), both axes dynamic. Causal LMs output {@code logits} {@code [batch, sequence, vocab]},
- * encoders {@code last_hidden_state} {@code [batch, sequence, hidden]} (bert's pooler is not computed, so its
- * weights are not in the graph). With {@link
+ * encoders {@code last_hidden_state} {@code [batch, sequence, hidden]} and, when the checkpoint has a pooler, {@code
+ * pooler_output} {@code [batch, hidden]} ({@code tanh(dense(h[:, 0]))}, as BertModel). With {@link
  * Options#residualStreamOutputs()}, extra outputs {@code hidden_states.0 … hidden_states.L}: the residual stream
  * entering each block, and after the last block <em>before</em> the final norm (transformers' last {@code
  * hidden_states} entry is after it). It reproduces transformers 5 (eager attention) for each family: token embedding
  * {@code Gather} (+ learned positions, token types; Gemma's √hidden scale), RoPE from {@code Range} positions and
  * inverse-frequency constants (default, {@code linear} and {@code llama3} scaling; partial rotary on the first dims of
- * each head), attention {@code softmax(q·kᵀ/√head_dim)} with grouped-query heads broadcast over their group, a causal
+ * each head), per-head query/key RMSNorms before RoPE (Qwen3), attention {@code softmax(q·kᵀ/√head_dim)} (or the
+ * family's scalar, Gemma 2's {@code query_pre_attn_scalar}; scores soft-capped {@code c·tanh(s/c)} where the family
+ * says) with grouped-query heads broadcast over their group, a causal
  * (and sliding-window) mask combined with {@code attention_mask} (masked scores set to {@code finfo(float32).min}),
  * RMSNorm composed from {@code Pow/ReduceMean/Add/Sqrt/Div/Mul} (Gemma {@code ·(1+γ)}), native {@code
  * LayerNormalization}, gated (SiLU, gelu-tanh) and plain (gelu erf, gelu tanh, relu) MLPs, pre-LN, post-LN (bert) and
- * parallel residual (neox), final norm, and the output head ({@code Gemm} with {@code transB = 1} on the untied head
+ * parallel residual (neox), branch-output (sandwich) norms (Gemma 2), final norm, and the output head (soft-capped
+ * where the family says) ({@code Gemm} with {@code transB = 1} on the untied head
  * or on the embedding itself when tied: no transposed copy). Positions are {@code 0..S-1} (OPT: {@code
  * cumsum(mask)-1}), as transformers uses without {@code position_ids}.
  *
@@ -68,6 +71,10 @@ import scion.io.tensor.Tensor;
  * weights are held once, by ONNX Runtime); weights without a file, or on request all of them, are handed over from
  * memory through {@code SessionOptions.addExternalInitializers} (see {@link Handover}). ONNX models are refused: they
  * are runnable already.
+ *
+ * <p><b>Every weight is read.</b> A checkpoint weight the graph does not compute with (buffers aside, which the graph
+ * recomputes from config.json as transformers does) is refused by name: otherwise ONNX Runtime would judge a model
+ * other than the checkpoint, and {@code validate} would compare two equally wrong graphs.
  */
 public final class OnnxExporter {
     /** The default-domain opset of exported graphs (native LayerNormalization). */

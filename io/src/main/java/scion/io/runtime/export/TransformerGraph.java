@@ -8,10 +8,12 @@ import ai.onnx.proto.OnnxMl.StringStringEntryProto;
 import ai.onnx.proto.OnnxMl.TensorProto;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import scion.io.InvalidInputException;
 import scion.io.Model;
 import scion.io.arch.Dims;
@@ -49,6 +51,9 @@ final class TransformerGraph {
     private final Map<String, Tensor> initializers = new LinkedHashMap<>();
     private final Map<String, List<Block>> blocks = new HashMap<>();
     private final Map<String, Weight> byKey = new HashMap<>();
+    /** The names of the weights the graph reads: every other weight (buffers aside) makes the export refuse. */
+    private final Set<String> used = new HashSet<>();
+
     private final Map<String, String> shapes = new HashMap<>();
     private final Map<Integer, String> masks = new HashMap<>();
     private String shape2; // [batch, seq] int64
@@ -121,19 +126,69 @@ final class TransformerGraph {
             }
             Optional<Weight> head = find(-1, Role.LM_HEAD, false);
             Weight w = head.isPresent() && !d.tied() ? head.get() : require(-1, Role.EMBEDDING);
-            String logits = linear("/lm_head", h, w, null);
+            String logits = softcap("/lm_head/softcap", linear("/lm_head", h, w, null), s.logitSoftcap);
             g.opTo("logits", "/lm_head", "Reshape", List.of(logits, shapeBs(d.vocab())));
             g.output("logits", GraphBuilder.FLOAT, "batch", "sequence", (long) d.vocab());
         } else {
-            g.opTo("last_hidden_state", "/output", "Reshape", List.of(x, shapeBs(d.hidden())));
+            String last = g.opTo("last_hidden_state", "/output", "Reshape", List.of(x, shapeBs(d.hidden())));
             g.output("last_hidden_state", GraphBuilder.FLOAT, "batch", "sequence", (long) d.hidden());
+            Optional<Weight> pooler = find(-1, Role.POOLER, false);
+            if (pooler.isPresent()) {
+                // BertPooler: tanh(dense(last_hidden_state[:, 0])).
+                String first = g.op("/pooler", "Gather", List.of(last, g.ints(true, 0)), attr("axis", 1));
+                String dense = linear("/pooler/dense", first, pooler.get(), bias(-1, Role.POOLER));
+                g.opTo("pooler_output", "/pooler", "Tanh", List.of(dense));
+                g.output("pooler_output", GraphBuilder.FLOAT, "batch", (long) d.hidden());
+            }
         }
         if (residualStream) {
             for (int l = 0; l <= d.layers(); l++) {
                 g.output("hidden_states." + l, GraphBuilder.FLOAT, "batch", "sequence", (long) d.hidden());
             }
         }
+        refuseUnused();
         return new Built(g.build(), initializers);
+    }
+
+    /**
+     * Every weight must be read by the graph: a weight the export skips would make ONNX Runtime judge a different
+     * model than the checkpoint (and {@code validate} compare two equally wrong graphs). Buffers (rotary inverse
+     * frequencies, position ids, masks) are not parameters: the graph computes them from config.json, as transformers
+     * does.
+     */
+    private void refuseUnused() {
+        List<Weight> unused = new ArrayList<>();
+        for (Weight w : wg.weights()) {
+            if (w.role() != Role.BUFFER && !used.contains(w.name())) {
+                unused.add(w);
+            }
+        }
+        if (unused.isEmpty()) {
+            return;
+        }
+        Weight first = unused.get(0);
+        String file = first.tensor()
+                .fileRegion()
+                .map(r -> r.path().getFileName().toString())
+                .orElse(wg.checkpoint().location().getFileName().toString());
+        StringBuilder names = new StringBuilder();
+        for (Weight w : unused) {
+            names.append(names.length() > 0 ? ", " : "")
+                    .append('\'')
+                    .append(w.name())
+                    .append("' (")
+                    .append(w.role().id())
+                    .append(w.isBias() ? " bias" : "")
+                    .append(')');
+        }
+        boolean tiedHead = first.role() == Role.LM_HEAD && d.tied();
+        throw new InvalidInputException(file + ": tensor '" + first.name() + "' is not used by the " + s.family
+                + " export; expected only the family's declared weights that its graph computes with, found "
+                + unused.size() + " unused: " + names
+                + (tiedHead
+                        ? "; hint: tie_word_embeddings is true, so the head is the embedding and this tensor would be"
+                                + " ignored; set tie_word_embeddings to false or remove the tensor"
+                        : ""));
     }
 
     private void residualOutput(int index, String x) {
@@ -170,6 +225,7 @@ final class TransformerGraph {
 
     /** The weight as float32 row blocks of at most {@code maxBytes} each (one block when it fits). */
     private List<Block> blocks(Weight w) {
+        used.add(w.name());
         List<Block> done = blocks.get(w.name());
         if (done != null) {
             return done;
@@ -251,6 +307,7 @@ final class TransformerGraph {
         if (w.tensor() instanceof LowRankTensor) {
             // A factorised weight (scion lowrank): two Gemms, x·Aᵀ·Bᵀ ([out, in] storage: W = B·A) or x·A·B.
             LowRankTensor f = (LowRankTensor) w.tensor();
+            used.add(w.name());
             Tensor first = inOut ? f.left() : f.right();
             Tensor second = inOut ? f.right() : f.left();
             checkDType(first, w.name());
@@ -451,8 +508,10 @@ final class TransformerGraph {
     private String block(int l, String x) {
         String sc = "/layers." + l;
         if (s.postLn) {
-            Role attnNorm = s.family.equals("bert") ? Role.ATTN_POST_NORM : Role.ATTN_NORM;
-            Role mlpNorm = s.family.equals("bert") ? Role.MLP_POST_NORM : Role.MLP_NORM;
+            // A family that declares post-norm roles (bert) uses them; a switchable one (OPT) its usual norms.
+            boolean declared = wg.architecture().weights().stream().anyMatch(w -> w.role() == Role.ATTN_POST_NORM);
+            Role attnNorm = declared ? Role.ATTN_POST_NORM : Role.ATTN_NORM;
+            Role mlpNorm = declared ? Role.MLP_POST_NORM : Role.MLP_NORM;
             String a = attention(l, x);
             x = norm(sc + "/attn_norm", g.op(sc, "Add", List.of(a, x)), l, attnNorm);
             String m = mlp(l, x);
@@ -464,9 +523,25 @@ final class TransformerGraph {
             return g.op(sc, "Add", List.of(g.op(sc, "Add", List.of(m, a)), x));
         }
         String a = attention(l, norm(sc + "/attn_norm", x, l, Role.ATTN_NORM));
+        a = outNorm(sc + "/attn_out_norm", a, l, Role.ATTN_OUT_NORM);
         x = g.op(sc, "Add", List.of(x, a));
         String m = mlp(l, norm(sc + "/mlp_norm", x, l, Role.MLP_NORM));
+        m = outNorm(sc + "/mlp_out_norm", m, l, Role.MLP_OUT_NORM);
         return g.op(sc, "Add", List.of(x, m));
+    }
+
+    /** A branch's output norm before the residual add (Gemma 2's sandwich norms); the branch as is without one. */
+    private String outNorm(String scope, String branch, int l, Role role) {
+        return find(l, role, false).isPresent() ? norm(scope, branch, l, role) : branch;
+    }
+
+    /** {@code c·tanh(x/c)}, Gemma 2's soft-cap; {@code x} for {@code c = 0}. */
+    private String softcap(String scope, String x, float c) {
+        if (c == 0f) {
+            return x;
+        }
+        String t = g.op(scope, "Tanh", List.of(g.op(scope, "Div", List.of(x, g.scalar(c)))));
+        return g.op(scope, "Mul", List.of(t, g.scalar(c)));
     }
 
     private String mlp(int l, String h) {
@@ -531,6 +606,8 @@ final class TransformerGraph {
             k = heads(sc + "/k", linear(sc + "/k_proj", h, require(l, Role.ATTN_K), bias(l, Role.ATTN_K)), kv);
             v = heads(sc + "/v", linear(sc + "/v_proj", h, require(l, Role.ATTN_V), bias(l, Role.ATTN_V)), kv);
         }
+        q = headNorm(sc + "/q_norm", q, l, Role.ATTN_Q_NORM);
+        k = headNorm(sc + "/k_norm", k, l, Role.ATTN_K_NORM);
         if (s.positions == Positions.ROPE) {
             q = rope(sc + "/rope_q", q);
             k = rope(sc + "/rope_k", k);
@@ -544,6 +621,7 @@ final class TransformerGraph {
         if (!s.scaleQuery) {
             scores = g.op(sc, "Mul", List.of(scores, g.scalar(s.attentionScale[l])));
         }
+        scores = softcap(sc + "/softcap", scores, s.attentionSoftcap);
         scores = g.op(sc, "Where", List.of(mask(s.window[l]), scores, g.scalar(MASKED)));
         String p = g.op(sc, "Softmax", List.of(scores), attr("axis", -1));
         String ctx = g.op(sc, "MatMul", List.of(p, v5)); // [B, kv, group, S, hd]
@@ -551,6 +629,25 @@ final class TransformerGraph {
         ctx = g.op(sc, "Transpose", List.of(ctx), attrs("perm", 0, 2, 1, 3)); // [B, S, heads, hd]
         ctx = g.op(sc, "Reshape", List.of(ctx, g.ints(false, -1, (long) heads * hd)));
         return linear(sc + "/o_proj", ctx, require(l, Role.ATTN_O), bias(l, Role.ATTN_O));
+    }
+
+    /**
+     * Qwen3's per-head query/key norm, before RoPE: the family's norm over the last axis of {@code x} {@code [B, n, S,
+     * hd]} with one {@code [head_dim]} weight shared by every head; {@code x} unchanged when the layer has none.
+     */
+    private String headNorm(String scope, String x, int l, Role role) {
+        Optional<Weight> w = find(l, role, false);
+        if (w.isEmpty()) {
+            return x;
+        }
+        if (!w.get().spec().axes().equals(List.of(scion.io.arch.Axis.HEAD_DIM))) {
+            throw InvalidInputException.of(
+                    "tensor '" + w.get().name() + "'",
+                    "the export applies " + role.id() + " per head",
+                    "axes [head_dim]",
+                    w.get().spec().axes());
+        }
+        return norm(scope, x, l, role);
     }
 
     private String scaleQuery(String scope, String q2, int l) {
