@@ -12,7 +12,9 @@
 #
 # Usage: test/bench/merge-scale.sh PRESET MODELS METHOD...      e.g. merge-scale.sh llama3-8b 2 linear ties
 #        METHOD "all" runs the 18 mergekit methods that need no calibration (fisher excluded)
-#   BENCH_DIR     where the data goes (default /var/tmp); the checkpoints are deleted at exit unless KEEP=1
+#   BENCH_DIR     where the data goes (default /var/tmp); everything is deleted at exit
+#   DATA          a folder for the generated checkpoints, kept between runs (m1..mN generated there when missing)
+#   GENERATE_ONLY=1  generate the checkpoints (into DATA) and stop
 #   SCION_THREADS --threads for scion (default: all cores)   SCION_JAVA_OPTS as for ./scion (default: its own)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,7 +25,8 @@ METHODS=("$@")
   dare_linear breadcrumbs breadcrumbs_ties della della_linear sce model_stock nearswap arcee_fusion ram passthrough)
 PEER_PYTHON=${PEER_PYTHON:-/work/venv/bin/python}
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/scion-merge-scale.XXXXXX")
-[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK"' EXIT
+DATA=${DATA:-$WORK}
 
 # The CLI as ./scion builds it, and io's test classes (GeneratedTensor), copied so that a build in this checkout
 # cannot change them under the run; scion runs as ./scion runs it (SCION_JAVA_OPTS, else the launcher's default).
@@ -42,11 +45,13 @@ echo "== scion runs with: ${HEAP_OPTS:-(no JVM options)}"
 
 M=()
 for i in $(seq 1 "$N"); do
-  M+=("$WORK/m$i")
+  M+=("$DATA/m$i")
+  [ -f "$DATA/m$i/config.json" ] && continue
   echo "== generate m$i ($PRESET, seed $i)"
-  t0=$(st_now); "${DRIVER[@]}" generate "$WORK/m$i" "$PRESET" "$i"; t1=$(st_now)
-  echo "   $(du -sh "$WORK/m$i" | cut -f1) in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s"
+  t0=$(st_now); "${DRIVER[@]}" generate "$DATA/m$i" "$PRESET" "$i"; t1=$(st_now)
+  echo "   $(du -sh "$DATA/m$i" | cut -f1) in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s"
 done
+[ "${GENERATE_ONLY:-0}" = 1 ] && exit 0
 IN_BYTES=$(du -scb "${M[@]}" | tail -1 | cut -f1)
 B=${M[0]}; A=${M[1]:-${M[0]}}; C=${M[2]:-}
 
@@ -75,7 +80,7 @@ OUT_BYTES=0
 declare -A WALL RSS STATUS PWALL PRSS
 for m in "${METHODS[@]}"; do
   rm -rf "$OUT"; sync; st_drop_caches || echo "   (page cache not dropped)"
-  echo "== scion merge $(args_of "$m" | sed "s|$WORK/||g")"
+  echo "== scion merge $(args_of "$m" | sed -e "s|$WORK/||g" -e "s|$DATA/||g")"
   # shellcheck disable=SC2046
   if /usr/bin/time -v -o "$WORK/t" "${SCION[@]}" merge $(args_of "$m") ${SCION_THREADS:+--threads $SCION_THREADS} \
       "$OUT" > "$WORK/log" 2>&1; then

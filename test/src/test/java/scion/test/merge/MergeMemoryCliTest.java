@@ -27,7 +27,7 @@ import scion.test.Fixtures;
  * Merges whose largest tensor does not fit the heap, in a child JVM with {@code -Xmx256m}: three llama checkpoints
  * with a 1,048,576 × 64 bf16 embedding and head (256 MiB each in float32, so a whole-tensor merge of three needs
  * about 1 GiB). A block-wise method (linear) runs within the heap and its values are right; a whole-tensor method
- * (sce) is refused before anything is written, in one line that names the tensor and the remedy, with exit code 5.
+ * (arcee_fusion) is refused before anything is written, in one line that names the tensor and the remedy, with exit code 5.
  */
 class MergeMemoryCliTest {
     static final long VOCAB = 1 << 20;
@@ -123,19 +123,20 @@ class MergeMemoryCliTest {
 
     @Test
     void wholeTensorMergeIsRefusedBeforeWriting() throws Exception {
-        Path out = tmp.resolve("sce");
-        List<String> args = new ArrayList<>(
-                List.of("merge", "--method", "sce", "--base", models.get(0).toString()));
-        models.subList(1, 3).forEach(m -> args.add(m.toString()));
+        Path out = tmp.resolve("arcee_fusion");
+        List<String> args = new ArrayList<>(List.of(
+                "merge", "--method", "arcee_fusion", "--base", models.get(0).toString()));
+        args.add(models.get(1).toString());
         args.add(out.toString());
         String[] r = finish(run(args));
         assertEquals("5", r[0], String.join("\n", r));
         String err = r[2].strip();
         assertEquals(1, err.lines().count(), err);
         assertTrue(
-                err.matches("scion: merge_method sce: tensor '(model.embed_tokens|lm_head).weight' \\[1048576, 64\\]"
-                        + " \\(merged whole\\): needs \\d+ MiB of memory at once; .*"
-                        + " SCION_JAVA_OPTS=-Xmx\\dg"),
+                err.matches(
+                        "scion: merge_method arcee_fusion: tensor '(model.embed_tokens|lm_head).weight' \\[1048576, 64\\]"
+                                + " \\(merged whole\\): needs \\d+ MiB of memory at once; .*"
+                                + " SCION_JAVA_OPTS=-Xmx\\dg"),
                 err);
         assertFalse(err.contains("Exception") || err.contains("\tat "), err);
         assertFalse(Files.exists(out), "nothing written");
