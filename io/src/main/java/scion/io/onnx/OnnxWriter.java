@@ -9,6 +9,7 @@ import ai.onnx.proto.OnnxMl.TensorProto;
 import ai.onnx.proto.OnnxMl.ValueInfoProto;
 import com.google.protobuf.CodedOutputStream;
 import com.google.protobuf.UnknownFieldSet;
+import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.UncheckedIOException;
@@ -592,7 +593,7 @@ public final class OnnxWriter {
         }
 
         private static void writeModel(Path staging, ProtoPiece piece) {
-            try (OutputStream os = Files.newOutputStream(staging, StandardOpenOption.CREATE_NEW)) {
+            try (OutputStream os = counted(Files.newOutputStream(staging, StandardOpenOption.CREATE_NEW))) {
                 CodedOutputStream out = CodedOutputStream.newInstance(os, 1 << 16);
                 piece.write(out);
                 out.flush();
@@ -603,6 +604,23 @@ public final class OnnxWriter {
             } catch (IOException e) {
                 throw new UncheckedIOException(staging + ": cannot write the ONNX model", e);
             }
+        }
+
+        /** Reports every byte written to {@link AtomicOutput#wrote} (the crash test hook). */
+        private static OutputStream counted(OutputStream os) {
+            return new FilterOutputStream(os) {
+                @Override
+                public void write(byte[] b, int off, int len) throws IOException {
+                    out.write(b, off, len);
+                    AtomicOutput.wrote(len);
+                }
+
+                @Override
+                public void write(int b) throws IOException {
+                    out.write(b);
+                    AtomicOutput.wrote(1);
+                }
+            };
         }
 
         private void writeData(Path staging, long dataSize) {
@@ -649,7 +667,7 @@ public final class OnnxWriter {
 
         private static void writeFully(FileChannel ch, ByteBuffer buf) throws IOException {
             while (buf.hasRemaining()) {
-                ch.write(buf);
+                AtomicOutput.wrote(ch.write(buf));
             }
         }
 
@@ -662,6 +680,7 @@ public final class OnnxWriter {
                     throw new IOException(r.path() + ": short read of tensor '" + name + "' at " + (r.offset() + done));
                 }
                 done += n;
+                AtomicOutput.wrote(n);
             }
         }
 
