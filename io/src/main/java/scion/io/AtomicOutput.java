@@ -52,7 +52,9 @@ import java.util.stream.Stream;
  * bytes:N} once the writers have reported N or more bytes through {@link #wrote}, or a phase passed to {@link
  * #crashPoint}: {@code staged} (staging area created), {@code commit} (everything written and verified), {@code
  * fsynced} (before the rename), {@code moved-aside} (a replaced folder renamed aside, the new one not yet in place),
- * {@code renamed} (the new output in place, the old one not yet deleted). Without the property nothing happens.
+ * {@code renamed} (the new output in place, the old one not yet deleted); and for an ONNX model with external data
+ * ({@code OnnxWriter}) {@code data-staged}, {@code switched}, {@code data-linked}. Without the property nothing
+ * happens.
  */
 public final class AtomicOutput implements AutoCloseable {
     /** The system property of the crash test hook (see the class comment). */
@@ -318,6 +320,11 @@ public final class AtomicOutput implements AutoCloseable {
                 Files.deleteIfExists(q);
             }
         }
+    }
+
+    /** Forces a staged file (or folder tree) to disk, as {@link #commit()} does before its rename. */
+    public static void fsync(Path p) throws IOException {
+        fsyncTree(p);
     }
 
     private static void fsyncTree(Path p) throws IOException {
