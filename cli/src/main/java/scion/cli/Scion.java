@@ -38,8 +38,9 @@ import scion.io.UnavailableException;
         },
         footer = {
             "",
-            "Exit codes: 0 ok, 1 internal error, 2 usage error, 3 invalid input, 4 check failed, 5 unavailable,",
-            "6 out of memory, disk space or write access (or another run is writing OUT)."
+            "Exit codes: 0 ok, 1 internal error, 2 usage error, 3 invalid input,",
+            "4 check failed, 5 unavailable, 6 out of memory, disk space or write access",
+            "(or another run is writing OUT)."
         })
 public final class Scion implements Runnable {
 
