@@ -39,7 +39,8 @@ import java.util.stream.Stream;
  * <p>One writer per destination: from {@link #begin} to commit or close the output holds an exclusive lock ({@link
  * FileChannel#tryLock}) on {@code .<name>.scion-lock}; a second writer, in this process or another, gets a {@link
  * ResourceException}. The lock file is removed when the output ends; the kernel releases the lock of a killed
- * process, and the next run takes its file over.
+ * process, and the next run takes its file over. (File systems without POSIX locks, some network ones, give no
+ * protection against a second writer; a file key that the kernel reuses within microseconds could in theory too.)
  *
  * <p>A run killed with {@code kill -9} cannot clean up. {@link #begin} therefore first looks for what such a run left
  * beside the same destination, judged by the process id in the name: staging areas whose process is gone are
@@ -351,12 +352,15 @@ public final class AtomicOutput implements AutoCloseable {
     }
 
     /**
-     * The exclusive lock on {@code .<name>.scion-lock}. After locking, the holder writes a token of its own into the
-     * file and reads it back through the path: if the previous holder removed the file in between (so the lock is on
-     * a file no longer at that path), the token is not there and the lock is taken again.
+     * The exclusive lock on {@code .<name>.scion-lock}. POSIX record locks belong to a process and a file, and closing
+     * any descriptor of the file releases them, so this process never opens a lock file it holds a second time (a
+     * lock held here is refused from the table {@code HELD}), and the holder's identity is checked by the file's key
+     * (device and inode, from {@code stat}, which opens nothing): the key before opening and after locking must be the
+     * same, else the previous holder removed the file in between and the lock is taken again.
      */
     private static final class Lock {
-        private static final AtomicLong TOKENS = new AtomicLong();
+        private static final java.util.Set<Path> HELD =
+                java.util.Collections.synchronizedSet(new java.util.HashSet<>());
 
         private final Path file;
         private final FileChannel channel;
@@ -369,37 +373,57 @@ public final class AtomicOutput implements AutoCloseable {
 
         static Lock take(Path dest) throws IOException {
             Path file = sibling(dest, LOCK);
-            String token = PID + " " + TOKENS.incrementAndGet();
-            for (int attempt = 0; attempt < 100; attempt++) {
-                FileChannel ch = FileChannel.open(
-                        file, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
-                FileLock held;
-                try {
-                    held = ch.tryLock();
-                } catch (OverlappingFileLockException e) {
-                    held = null; // this process holds it (another output to the same destination)
-                }
-                if (held == null) {
-                    String holder = read(ch).trim();
-                    ch.close();
-                    int space = holder.indexOf(' ');
-                    throw new ResourceException(dest + ": another run is writing this output"
-                            + (space > 0 ? " (pid " + holder.substring(0, space) + ")" : "")
-                            + "; expected one writer at a time, found " + file.getFileName() + " locked");
-                }
-                ch.truncate(0);
-                ch.write(ByteBuffer.wrap(token.getBytes(StandardCharsets.UTF_8)), 0);
-                try {
-                    if (token.equals(Files.readString(file))) {
+            if (!HELD.add(file)) {
+                throw busy(dest, file, Long.toString(PID));
+            }
+            boolean taken = false;
+            try {
+                for (int attempt = 0; attempt < 100; attempt++) {
+                    Object before = fileKey(file);
+                    FileChannel ch = FileChannel.open(
+                            file, StandardOpenOption.CREATE, StandardOpenOption.READ, StandardOpenOption.WRITE);
+                    FileLock held;
+                    try {
+                        held = ch.tryLock();
+                    } catch (OverlappingFileLockException e) {
+                        held = null;
+                    }
+                    if (held == null) {
+                        String holder = read(ch).trim();
+                        ch.close();
+                        throw busy(dest, file, holder);
+                    }
+                    if (before != null && before.equals(fileKey(file))) {
+                        ch.truncate(0);
+                        ch.write(ByteBuffer.wrap(Long.toString(PID).getBytes(StandardCharsets.UTF_8)), 0);
+                        taken = true;
                         return new Lock(file, ch);
                     }
-                } catch (NoSuchFileException e) {
-                    // removed by its previous holder after we opened it: take the lock again
+                    ch.close(); // created just now, or replaced since: look again
                 }
-                ch.close();
+                throw new ResourceException(dest + ": cannot take the lock " + file.getFileName()
+                        + "; expected it to settle, found it removed and re-created 100 times");
+            } finally {
+                if (!taken) {
+                    HELD.remove(file);
+                }
             }
-            throw new ResourceException(dest + ": cannot take the lock " + file.getFileName()
-                    + "; expected it to settle, found it removed and re-created 100 times");
+        }
+
+        private static ResourceException busy(Path dest, Path file, String holder) {
+            return new ResourceException(dest + ": another run is writing this output"
+                    + (holder.matches("[0-9]+") ? " (pid " + holder + ")" : "")
+                    + "; expected one writer at a time, found " + file.getFileName() + " locked");
+        }
+
+        private static Object fileKey(Path file) throws IOException {
+            try {
+                return Files.readAttributes(
+                                file, java.nio.file.attribute.BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS)
+                        .fileKey();
+            } catch (NoSuchFileException e) {
+                return null;
+            }
         }
 
         private static String read(FileChannel ch) throws IOException {
@@ -420,6 +444,8 @@ public final class AtomicOutput implements AutoCloseable {
                 Files.deleteIfExists(file);
             } catch (IOException e) {
                 throw new UncheckedIOException(file + ": cannot remove the lock file", e);
+            } finally {
+                HELD.remove(file);
             }
         }
     }

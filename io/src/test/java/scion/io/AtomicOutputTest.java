@@ -108,7 +108,7 @@ class AtomicOutputTest {
 
     @Test
     void aLockFileLeftByAKilledRunIsTakenOverAndRemoved() throws IOException {
-        Files.writeString(dir.resolve(".out.scion-lock"), DEAD_PID + " 1");
+        Files.writeString(dir.resolve(".out.scion-lock"), Long.toString(DEAD_PID));
         try (AtomicOutput out = AtomicOutput.begin(dir.resolve("out"), false, true)) {
             out.commit();
         }

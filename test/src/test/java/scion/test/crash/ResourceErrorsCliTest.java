@@ -40,6 +40,12 @@ class ResourceErrorsCliTest {
         }
     }
 
+    static boolean staging(Path d) throws IOException {
+        try (Stream<Path> s = Files.list(d)) {
+            return s.anyMatch(p -> p.getFileName().toString().startsWith(".m.onnx.scion-staging-"));
+        }
+    }
+
     static boolean sh(String... cmd) {
         try {
             Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
@@ -79,6 +85,41 @@ class ResourceErrorsCliTest {
                     List.of(".out.scion-lock", first.staging().getFileName().toString()), listing(dir));
         }
         assertEquals(List.of(), listing(dir));
+    }
+
+    @Test
+    void aSecondRunIsRefusedWhileAnotherProcessWritesTheSameDestination() throws Exception {
+        Path out = dir.resolve("m.onnx");
+        String[] second = {"convert", Fixtures.resource("onnx/llama.onnx").toString(), out.toString(), "--force"};
+        CliRun refused = null;
+        for (int attempt = 0; attempt < 3 && refused == null; attempt++) {
+            ScionProcess first = ScionProcess.start( // a f16 conversion of 90 MB: a second or more of writing
+                    logs,
+                    List.of(),
+                    "convert",
+                    Fixtures.miniLmOnnx().toString(),
+                    out.toString(),
+                    "--dtype",
+                    "f16",
+                    "--force");
+            boolean writing = false;
+            while (first.process().isAlive() && !writing) {
+                writing = staging(dir);
+                Thread.sleep(0, 200_000);
+            }
+            CliRun r = writing ? CliRun.of(second) : null;
+            boolean stillWriting = staging(dir); // not yet committed: it held the lock all along
+            first.process().destroyForcibly();
+            first.await();
+            if (r != null && stillWriting) {
+                refused = r;
+            }
+        }
+        assertTrue(refused != null, "the first run was never caught writing in three attempts");
+        oneLine(refused, out + ": another run is writing this output (pid ");
+        CliRun next = CliRun.of(second); // the killed first run's staging and lock are taken over
+        assertEquals(0, next.code(), next.toString());
+        assertEquals(List.of("m.onnx"), listing(dir));
     }
 
     @Test
