@@ -16,4 +16,10 @@ public final class ExitCodes {
     public static final int CHECK_FAILED = 4;
     /** A requested device or runtime is not available (e.g. {@code --device cuda} without CUDA). */
     public static final int UNAVAILABLE = 5;
+    /**
+     * The machine cannot give the run what it needs: memory (an {@code OutOfMemoryError}), disk space, write access
+     * to the destination (permission denied, read-only file system), or the destination itself (another run is
+     * writing it). Nothing is left behind.
+     */
+    public static final int RESOURCE = 6;
 }

@@ -9,13 +9,17 @@ import ai.onnx.proto.OnnxMl.TensorProto;
 import ai.onnx.proto.OnnxMl.ValueInfoProto;
 import com.google.protobuf.CodedOutputStream;
 import com.google.protobuf.UnknownFieldSet;
+import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
+import java.nio.file.DirectoryStream;
+import java.nio.file.FileSystemException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -57,14 +61,18 @@ import scion.io.tensor.Tensor;
  *
  * <p>Atomic: the data file and the model are written to staging files next to their destinations ({@link
  * AtomicOutput}); the staged model is re-opened with {@link OnnxReader} (every tensor's location, length, dtype and
- * shape checked) before the data file is moved into place, then the model last. A failure leaves neither behind.
- * Same inputs give the same bytes.
+ * shape checked) before anything is moved into place. A failure leaves neither behind. A model with external data is
+ * switched by one rename of the model, after its data is in place under a name no other model uses, so that a
+ * replaced model and its data change together even if the process is killed (see {@code commitPair}). Same inputs
+ * give the same bytes.
  */
 public final class OnnxWriter {
     /** Offsets of tensors in the external data file are multiples of this (one page). */
     public static final long ALIGNMENT = 4096;
     /** Initializers smaller than this stay inline when external data is written. */
     public static final long EXTERNAL_MIN_BYTES = 1024;
+
+    private static final String SWAP = ".scion-swap-";
 
     private OnnxWriter() {}
 
@@ -353,7 +361,8 @@ public final class OnnxWriter {
         private static final int ATTRIBUTE_T = 5;
         private static final int TENSOR_RAW_DATA = 9;
 
-        private ProtoPiece modelPiece() {
+        /** The model, naming {@code location} as the file of its external data. */
+        private ProtoPiece modelPiece(String location) {
             ModelProto m = model;
             // Fields 1-6 (ir_version ... doc_string), then graph (7), then the rest: protobuf's own field order.
             ModelProto head = m.toBuilder()
@@ -377,7 +386,7 @@ public final class OnnxWriter {
                     .build();
             List<ProtoPiece> pieces = new ArrayList<>();
             pieces.add(ProtoPiece.of(head));
-            pieces.add(ProtoPiece.field(MODEL_GRAPH, graphPieces()));
+            pieces.add(ProtoPiece.field(MODEL_GRAPH, graphPieces(location)));
             pieces.add(ProtoPiece.of(tail));
             return concat(pieces);
         }
@@ -407,7 +416,7 @@ public final class OnnxWriter {
             return StringStringEntryProto.newBuilder().setKey(k).setValue(v).build();
         }
 
-        private List<ProtoPiece> graphPieces() {
+        private List<ProtoPiece> graphPieces(String location) {
             GraphProto g = model.getGraph();
             List<ProtoPiece> pieces = new ArrayList<>();
             for (NodeProto cast : castNodes) {
@@ -416,14 +425,15 @@ public final class OnnxWriter {
             for (int i = 0; i < g.getNodeCount(); i++) {
                 Entry c = constants.get(i);
                 NodeProto n = g.getNode(i);
-                pieces.add(ProtoPiece.field(GRAPH_NODE, c == null ? List.of(ProtoPiece.of(n)) : constantNode(n, c)));
+                pieces.add(ProtoPiece.field(
+                        GRAPH_NODE, c == null ? List.of(ProtoPiece.of(n)) : constantNode(n, c, location)));
             }
             if (g.hasName()) {
                 pieces.add(ProtoPiece.of(
                         GraphProto.newBuilder().setName(g.getName()).build()));
             }
             for (Entry e : initializers) {
-                pieces.add(ProtoPiece.field(GRAPH_INITIALIZER, tensorPieces(e)));
+                pieces.add(ProtoPiece.field(GRAPH_INITIALIZER, tensorPieces(e, location)));
             }
             GraphProto.Builder rest = g.toBuilder().clearNode().clearName().clearInitializer();
             if (!removedInputs.isEmpty()) {
@@ -438,7 +448,7 @@ public final class OnnxWriter {
             return pieces;
         }
 
-        private List<ProtoPiece> constantNode(NodeProto n, Entry c) {
+        private List<ProtoPiece> constantNode(NodeProto n, Entry c, String location) {
             List<ProtoPiece> pieces = new ArrayList<>();
             // input, output, name, op_type (fields 1-4); attributes (5); the rest.
             pieces.add(ProtoPiece.of(n.toBuilder()
@@ -457,7 +467,7 @@ public final class OnnxWriter {
                                     ProtoPiece.of(AttributeProto.newBuilder()
                                             .setName(a.getName())
                                             .build()),
-                                    ProtoPiece.field(ATTRIBUTE_T, tensorPieces(c)),
+                                    ProtoPiece.field(ATTRIBUTE_T, tensorPieces(c, location)),
                                     ProtoPiece.of(
                                             a.toBuilder().clearName().clearT().build()))));
                 } else {
@@ -474,7 +484,7 @@ public final class OnnxWriter {
             return pieces;
         }
 
-        private List<ProtoPiece> tensorPieces(Entry e) {
+        private List<ProtoPiece> tensorPieces(Entry e, String location) {
             Tensor t = e.tensor;
             // dims (1), data_type (2), name (8); raw_data (9); doc_string (12), metadata_props (16).
             TensorProto.Builder head = TensorProto.newBuilder();
@@ -493,7 +503,7 @@ public final class OnnxWriter {
                 if (e.stub.hasDocString()) {
                     head.setDocString(e.stub.getDocString());
                 }
-                head.addExternalData(entry("location", dataLocation))
+                head.addExternalData(entry("location", location))
                         .addExternalData(entry("offset", Long.toString(e.offset)))
                         .addExternalData(entry("length", Long.toString(t.byteSize())))
                         .setDataLocation(TensorProto.DataLocation.EXTERNAL)
@@ -550,7 +560,7 @@ public final class OnnxWriter {
 
         Written execute(long limit) {
             String where = destination.toString();
-            long inlineSize = modelPiece().size();
+            long inlineSize = modelPiece(dataLocation).size();
             ExternalData mode = options.externalData();
             boolean external = mode == ExternalData.ON || (mode == ExternalData.AUTO && inlineSize > limit);
             if (!external && inlineSize > limit) {
@@ -562,7 +572,7 @@ public final class OnnxWriter {
             }
             long dataSize = external ? layoutExternal() : 0;
             external = external && initializers.stream().anyMatch(e -> e.offset >= 0); // nothing large: no file
-            ProtoPiece piece = modelPiece();
+            ProtoPiece piece = modelPiece(dataLocation);
             if (piece.size() > limit) {
                 throw InvalidInputException.of(
                         where,
@@ -579,9 +589,10 @@ public final class OnnxWriter {
                 writeModel(modelOut.staging(), piece);
                 verify(modelOut.staging(), external ? dataOut.staging() : null);
                 if (external) {
-                    dataOut.commit();
+                    commitPair(modelOut, dataOut);
+                } else {
+                    modelOut.commit();
                 }
-                modelOut.commit();
             }
             return new Written(
                     destination,
@@ -591,8 +602,80 @@ public final class OnnxWriter {
                     List.copyOf(retyped));
         }
 
+        /**
+         * Puts a model and its data file in place so that at every instant, even if the process is killed, the model
+         * at the destination names a complete data file that belongs to it: the new data first goes under a name no
+         * model uses ({@code .<data>.scion-swap-<pid>}); one rename puts a copy of the new model naming that file over
+         * the destination (the switch); a hard link then gives the new data its final name, and the final model (naming
+         * the final data file, the same bytes as a fresh write) replaces the switched one; the swap name is removed.
+         * Killed after the switch, the destination holds the complete new model naming the swap file, which stays
+         * until the next replace of this destination. Without hard links the data is copied to its final name instead.
+         */
+        private void commitPair(AtomicOutput modelOut, AtomicOutput dataOut) {
+            String swapName =
+                    "." + dataLocation + SWAP + ProcessHandle.current().pid();
+            Path swap = destination.resolveSibling(swapName);
+            Path swapModel =
+                    modelOut.staging().resolveSibling(modelOut.staging().getFileName() + ".swap");
+            boolean switched = false;
+            try {
+                writeModel(swapModel, modelPiece(swapName));
+                AtomicOutput.fsync(swapModel);
+                AtomicOutput.fsync(dataOut.staging());
+                Files.move(dataOut.staging(), swap, StandardCopyOption.ATOMIC_MOVE);
+                AtomicOutput.crashPoint("data-staged");
+                Files.move(swapModel, destination, StandardCopyOption.ATOMIC_MOVE); // the switch
+                switched = true;
+                AtomicOutput.crashPoint("switched");
+                Path link = dataOut.staging();
+                try {
+                    Files.createLink(link, swap);
+                } catch (UnsupportedOperationException | FileSystemException e) {
+                    Files.copy(swap, link);
+                    AtomicOutput.fsync(link);
+                }
+                Files.move(link, dataDestination, StandardCopyOption.ATOMIC_MOVE);
+                AtomicOutput.crashPoint("data-linked");
+                modelOut.commit();
+                Files.delete(swap);
+                removeStaleSwaps();
+            } catch (IOException e) {
+                throw new UncheckedIOException(destination + ": cannot move the finished model and data into place", e);
+            } finally {
+                deleteAfterFailure(swapModel);
+                if (!switched) {
+                    deleteAfterFailure(swap);
+                }
+            }
+        }
+
+        /** Best effort: what stays (named after this process) is removed by the next run to this destination. */
+        private static void deleteAfterFailure(Path p) {
+            try {
+                Files.deleteIfExists(p);
+            } catch (IOException e) {
+                // left for the next run's repair; the failure being reported matters more
+            }
+        }
+
+        /** Swap files of killed runs: the destination now names the final data file, so no model uses them. */
+        private void removeStaleSwaps() throws IOException {
+            String prefix = "." + dataLocation + SWAP;
+            try (DirectoryStream<Path> ds = Files.newDirectoryStream(destination.getParent(), prefix + "*")) {
+                for (Path p : ds) {
+                    String pid = p.getFileName().toString().substring(prefix.length());
+                    if (!pid.isEmpty()
+                            && pid.chars().allMatch(Character::isDigit)
+                            && pid.length() < 19
+                            && ProcessHandle.of(Long.parseLong(pid)).isEmpty()) {
+                        Files.deleteIfExists(p);
+                    }
+                }
+            }
+        }
+
         private static void writeModel(Path staging, ProtoPiece piece) {
-            try (OutputStream os = Files.newOutputStream(staging, StandardOpenOption.CREATE_NEW)) {
+            try (OutputStream os = counted(Files.newOutputStream(staging, StandardOpenOption.CREATE_NEW))) {
                 CodedOutputStream out = CodedOutputStream.newInstance(os, 1 << 16);
                 piece.write(out);
                 out.flush();
@@ -603,6 +686,23 @@ public final class OnnxWriter {
             } catch (IOException e) {
                 throw new UncheckedIOException(staging + ": cannot write the ONNX model", e);
             }
+        }
+
+        /** Reports every byte written to {@link AtomicOutput#wrote} (the crash test hook). */
+        private static OutputStream counted(OutputStream os) {
+            return new FilterOutputStream(os) {
+                @Override
+                public void write(byte[] b, int off, int len) throws IOException {
+                    out.write(b, off, len);
+                    AtomicOutput.wrote(len);
+                }
+
+                @Override
+                public void write(int b) throws IOException {
+                    out.write(b);
+                    AtomicOutput.wrote(1);
+                }
+            };
         }
 
         private void writeData(Path staging, long dataSize) {
@@ -649,7 +749,7 @@ public final class OnnxWriter {
 
         private static void writeFully(FileChannel ch, ByteBuffer buf) throws IOException {
             while (buf.hasRemaining()) {
-                ch.write(buf);
+                AtomicOutput.wrote(ch.write(buf));
             }
         }
 
@@ -662,6 +762,7 @@ public final class OnnxWriter {
                     throw new IOException(r.path() + ": short read of tensor '" + name + "' at " + (r.offset() + done));
                 }
                 done += n;
+                AtomicOutput.wrote(n);
             }
         }
 

@@ -266,6 +266,7 @@ public final class SafetensorsWriter {
             Path target = extraPath(relativeName);
             try {
                 Files.write(target, bytes, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+                AtomicOutput.wrote(bytes.length);
             } catch (FileAlreadyExistsException e) {
                 throw new IllegalStateException(where + ": file '" + relativeName + "' was already added", e);
             } catch (IOException e) {
@@ -467,6 +468,7 @@ public final class SafetensorsWriter {
                                 + (r.offset() + pos) + "; expected " + (r.offset() + size));
                     }
                     pos += n;
+                    AtomicOutput.wrote(n);
                     progress.accept(n);
                 }
                 return;
@@ -614,7 +616,7 @@ public final class SafetensorsWriter {
 
     private static void writeFully(FileChannel ch, ByteBuffer b) throws IOException {
         while (b.hasRemaining()) {
-            ch.write(b);
+            AtomicOutput.wrote(ch.write(b));
         }
     }
 }
