@@ -882,8 +882,10 @@ public final class HyperCloning {
          * <p>Along the input copies of a linear weight the f blocks are split so that they sum to the source weight in
          * the output dtype: copies {@code b < f−1} get {@code round(W/f + N_b)}, the last one {@code round(W − Σ
          * others)} (exact whenever representable). With power-of-two f and no noise every block is {@code W/f}
-         * exactly; otherwise (noise, f = 3, bf16) the rounding of one block does not leak into the function. Where the
-         * noise would make the remainder unrepresentable, that element's noise is halved until it is not.
+         * exactly; otherwise (noise, f = 3, bf16) the rounding of one block does not leak into the function. Blocks
+         * are kept on the grid of w's last bit in the output dtype (or of its last non-zero bit): where the noise would
+         * take a block or the remainder beyond 2^p grid steps (p the dtype's significant bits), out of what that grid
+         * can represent, that element's noise is halved until they fit (at most 8 times, then none).
          *
          * <p>One instance per thread: it holds scratch arrays.
          */
@@ -980,7 +982,9 @@ public final class HyperCloning {
                             continue;
                         }
                     }
-                    split(w, 2, rowKey, in); // the general path draws the same two values again
+                    u[0] = u0;
+                    u[1] = u1;
+                    split(w, 2, mean);
                     out[in] = v[0];
                     out[len + in] = v[1];
                 }
@@ -988,7 +992,11 @@ public final class HyperCloning {
 
             /** The f blocks of source element {@code w} (keyed by its row key and input index) into {@code v}. */
             private void split(float w, int f, long rowKey, int in) {
-                double mean = amplitude > 0 ? draw(rowKey, in, f, u) : 0;
+                split(w, f, amplitude > 0 ? draw(rowKey, in, f, u) : 0);
+            }
+
+            /** {@link #split(float, int, long, int)} with the draws in {@code u} and their {@code mean}. */
+            private void split(float w, int f, double mean) {
                 double share = reciprocal != 0f ? (double) w * reciprocal : (double) w / divisor; // same value
                 // Blocks on w's own grid (its ulp in the output dtype) stay representable while they are smaller
                 // than w's binade, and so does the remainder: the f blocks then sum to w exactly.
@@ -996,15 +1004,31 @@ public final class HyperCloning {
                 if (significand > 0 && exponent != 0 && exponent != 0xff) {
                     // ulp(w) of a normal w from its exponent bits, without Math.ulp and divisions
                     int e = exponent - 150 + gridShift;
-                    if (dtype == DType.F16) {
-                        e = Math.max(e, -24);
+                    // Trailing zero bits of w in the output dtype: w is also on the coarser grid 2^(e + zeros),
+                    // whose blocks may be larger (a second try when the fine grid cannot hold the noise).
+                    int zeros = Math.min(
+                            Integer.numberOfTrailingZeros(Float.floatToRawIntBits(w) >>> gridShift), 23 - gridShift);
+                    if (dtype == DType.F16 && e < -24) {
+                        e = -24;
+                        zeros = 0;
                     }
                     double grid = Double.longBitsToDouble((long) (e + 1023) << 52);
                     double inv = Double.longBitsToDouble((long) (1023 - e) << 52);
-                    if (onGrid(w, f, share, grid, inv, mean)) {
-                        return;
+                    double coarse = Double.longBitsToDouble((long) (e + zeros + 1023) << 52);
+                    double coarseInv = Double.longBitsToDouble((long) (1023 - e - zeros) << 52);
+                    // Noise larger than about |w| pushes a block out of w's binade, where the remainder cannot hold
+                    // w's low bits: halve it for this element (at most 8 times, then none), so weights much smaller
+                    // than the noise get less of it. Without noise the blocks are on the grid (w/f rounded).
+                    double scale = amplitude;
+                    for (int attempt = 1; attempt <= 9; attempt++) {
+                        if (onGrid(w, f, share, grid, inv, mean, scale)
+                                || (zeros > 0 && onGrid(w, f, share, coarse, coarseInv, mean, scale))) {
+                            return;
+                        }
+                        scale = attempt < 8 ? scale * 0.5 : 0;
                     }
                 }
+                // Zero, subnormal or non-finite weights, F64 output: round each block, the remainder last.
                 double grid = ulp(w);
                 double scale = amplitude;
                 for (int attempt = 1; ; attempt++) {
@@ -1015,9 +1039,7 @@ public final class HyperCloning {
                         acc += v[b];
                     }
                     v[f - 1] = round(w - acc);
-                    // Sums of a few floats are exact in double. Noise larger than about |w| pushes a block out of
-                    // w's binade, where the remainder cannot hold w's low bits: halve it for this element (at most 8
-                    // times, then none), so weights much smaller than the noise get less of it.
+                    // Sums of a few floats are exact in double; halve the noise while they miss w, as above.
                     if (acc + v[f - 1] == w || scale == 0) {
                         return;
                     }
@@ -1026,15 +1048,14 @@ public final class HyperCloning {
             }
 
             /**
-             * The first attempt of {@link #split}'s loop without its roundings, for the common case: every block is
-             * {@code k·grid} with a whole {@code |k| < 2^p} (p the dtype's significant bits), and so is the remainder;
-             * such values are representable, so rounding them changes nothing and the blocks sum to {@code w}. Returns
-             * false (nothing decided) otherwise.
+             * One attempt of {@link #split} at noise scale {@code scale}: accepted when every block is {@code k·grid}
+             * with a whole {@code |k| < 2^p} (p the dtype's significant bits) and so is the remainder; such values are
+             * representable, so nothing is rounded and the blocks sum to {@code w}. Returns false otherwise.
              */
-            private boolean onGrid(float w, int f, double share, double grid, double inv, double mean) {
+            private boolean onGrid(float w, int f, double share, double grid, double inv, double mean, double scale) {
                 double sum = 0;
                 for (int b = 0; b < f - 1; b++) {
-                    double x = amplitude > 0 ? share + amplitude * (u[b] - mean) : share;
+                    double x = scale > 0 ? share + scale * (u[b] - mean) : share;
                     double k = Math.rint(x * inv);
                     if (!(Math.abs(k) < significand)) {
                         return false;

@@ -50,7 +50,10 @@ public final class CounterRandom {
 
     /** A uniform value of mean 0 and variance 1 in {@code [−√3, √3)} from the top 24 bits of {@code bits}. */
     public static double uniform(long bits) {
-        return ((bits >>> 40) * 0x1.0p-23 - 1) * SQRT3;
+        // 1 + m·2^-24 by placing the 24 bits m under a double's exponent of 1 (no integer-to-double conversion);
+        // 2·that − 3 = m·2^-23 − 1 exactly, in [−1, 1).
+        double oneToTwo = Double.longBitsToDouble(0x3FF0000000000000L | (bits >>> 40) << 28);
+        return (2 * oneToTwo - 3) * SQRT3;
     }
 
     /** Like {@link #uniform(long)}, from bits 8..31 of {@code bits}: a second value independent of the first. */
