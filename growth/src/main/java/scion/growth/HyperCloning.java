@@ -1019,8 +1019,17 @@ public final class HyperCloning {
                     // Noise larger than about |w| pushes a block out of w's binade, where the remainder cannot hold
                     // w's low bits: halve it for this element (at most 8 times, then none), so weights much smaller
                     // than the noise get less of it. Without noise the blocks are on the grid (w/f rounded).
-                    double scale = amplitude;
-                    for (int attempt = 1; attempt <= 9; attempt++) {
+                    // Attempts whose largest noise is ≥ 2^(p+1) steps of the coarser grid fail on both grids (that
+                    // block has |k| ≥ 2^(p+1) − 2^(p−1) > 2^p): skip them (the same result as trying them).
+                    double largest = 0;
+                    for (int b = 0; b < f - 1; b++) {
+                        largest = Math.max(largest, Math.abs(amplitude * (u[b] - mean)));
+                    }
+                    double steps = largest * (zeros > 0 ? coarseInv : inv);
+                    int p = Math.getExponent(significand);
+                    int skip = steps >= 2 * significand ? Math.min(8, Math.getExponent(steps) - p) : 0;
+                    double scale = skip < 8 ? Math.scalb(amplitude, -skip) : 0;
+                    for (int attempt = skip + 1; attempt <= 9; attempt++) {
                         if (onGrid(w, f, share, grid, inv, mean, scale)
                                 || (zeros > 0 && onGrid(w, f, share, coarse, coarseInv, mean, scale))) {
                             return;
