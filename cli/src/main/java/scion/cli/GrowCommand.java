@@ -107,6 +107,9 @@ final class GrowCommand implements Callable<Integer> {
     ShardOptions shards;
 
     @Mixin
+    ThreadOptions threads;
+
+    @Mixin
     OutputOptions output;
 
     @Spec
@@ -120,6 +123,7 @@ final class GrowCommand implements Callable<Integer> {
         if (width == null && ffn == null && depth == null) {
             throw InvalidInputException.of("scion grow", "nothing to grow", "--width N and/or --depth L", "neither");
         }
+        threads.threads(); // a bad --threads is refused before anything is read
         Map<String, Object> summary = new LinkedHashMap<>();
         try (Model m = Model.open(in)) {
             boolean onnx = m.format() == Model.Format.ONNX; // ONNX in, ONNX out: growOnnx below
@@ -174,7 +178,7 @@ final class GrowCommand implements Callable<Integer> {
                 .shardSize(shard)
                 .companionsFrom(m.location())
                 .label("growing")
-                .write(plan.tensors(), cfg.toJson());
+                .write(plan.tensors(threads.threads()), cfg.toJson());
         Dims grown = w.dims();
         Dims src = m.graph().dims();
         summary.put("output", out.toString());
@@ -205,7 +209,7 @@ final class GrowCommand implements Callable<Integer> {
                     out.toString(), "ONNX input grows to ONNX", "an output path ending in .onnx", out);
         }
         shards.refuseForOnnx();
-        OnnxGrowth.Plan plan = OnnxGrowth.plan(m, widthParams.orElseThrow());
+        OnnxGrowth.Plan plan = OnnxGrowth.plan(m, widthParams.orElseThrow(), threads.threads());
         Map<String, String> params = new LinkedHashMap<>(plan.width().params().describe());
         params.put("kv", plan.width().kvMode().id());
         Map<String, String> meta = Provenance.of(

@@ -21,7 +21,7 @@ import scion.io.tensor.Tensor;
  * <p>{@link #plan} checks both operators against the model's specs and reports every problem of both at once. {@link
  * #tensors()} then gives the output tensors in output order, each a lazy view that computes its grown values (width)
  * or takes its source block (depth) when the writer reads it, in the source tensor's dtype (computed in float32,
- * rounded to nearest even once): peak memory is a few rows, not the model. Width applies first, per tensor; depth
+ * rounded to nearest even once): peak memory is a block of rows per tensor being read, not the model. Width applies first, per tensor; depth
  * then arranges the widened blocks, so new identity blocks are widened copies with zeroed output projections.
  */
 public final class GrowthPlan {
@@ -87,8 +87,18 @@ public final class GrowthPlan {
      * growth of a tied model without a final norm) comes last.
      */
     public List<Tensor> tensors() {
-        Function<Weight, Tensor> source = w ->
-                width.map(p -> p.grow(w).tensor(w.tensor(), w.tensor().dtype())).orElse(w.tensor());
+        return tensors(1);
+    }
+
+    /**
+     * Like {@link #tensors()}, with the grown rows of each tensor computed by {@code threads} threads (the reading
+     * thread included). The bytes do not depend on the thread count.
+     */
+    public List<Tensor> tensors(int threads) {
+        RowWorkers workers = RowWorkers.of(threads);
+        Function<Weight, Tensor> source =
+                w -> width.map(p -> p.grow(w).tensor(w.tensor(), w.tensor().dtype(), workers))
+                        .orElse(w.tensor());
         List<Tensor> out;
         if (depth.isPresent()) {
             out = new ArrayList<>(DepthGrowth.tensors(depth.get(), graph, source));
@@ -102,7 +112,7 @@ public final class GrowthPlan {
             Weight emb = graph.byRole(Role.EMBEDDING).get(0);
             out.add(width.get()
                     .untiedHead(emb)
-                    .tensor(emb.tensor(), emb.tensor().dtype()));
+                    .tensor(emb.tensor(), emb.tensor().dtype(), workers));
         }
         return out;
     }

@@ -4,14 +4,12 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.function.IntFunction;
 import scion.io.InvalidInputException;
 import scion.io.Json;
 import scion.io.arch.Architecture;
@@ -23,6 +21,7 @@ import scion.io.arch.WeightGraph.Weight;
 import scion.io.arch.WeightSpec;
 import scion.io.config.ModelConfig;
 import scion.io.config.ModelConfig.Field;
+import scion.io.tensor.CounterRandom;
 import scion.io.tensor.DType;
 import scion.io.tensor.HalfPrecisionOps;
 import scion.io.tensor.Tensor;
@@ -59,9 +58,10 @@ import scion.io.tensor.TensorOps;
  * <p>Symmetry breaking: for each linear weight with {@code f_in > 1}, noise blocks {@code N_ab} are added to the
  * (out-copy {@code a}, in-copy {@code b}) blocks with {@code Σ_b N_ab = 0} for every {@code a} (for {@code f_in = 2}:
  * {@code +N / −N}), noise power = block power / 10^(SNR/10). Because the input copies are equal, {@code W'·x'} is
- * unchanged in exact arithmetic; the copies' weights differ. Noise is uniform, drawn from a counter-based hash of
- * (seed, tensor name, out-copy, element, in-copy): the same seed gives the same bytes whatever the order tensors are
- * produced in.
+ * unchanged in exact arithmetic; the copies' weights differ. The f noise values of an element are f unit-variance
+ * uniforms minus their mean, scaled; each uniform is a pure function of (seed, tensor name, out-copy, element, in-copy)
+ * ({@link CounterRandom}), so rows are computed in any order and by any number of threads ({@link RowWorkers}) with the
+ * same bytes. The block power is the weight's mean square, summed in fixed chunks for the same reason.
  *
  * <p>Guarantee: function-preserving. Logits of a grown causal LM equal the source's, and every hidden state of the
  * grown model is {@code n} copies of the source's, within float32 rounding (1e-5 relative); bf16 with power-of-two
@@ -576,7 +576,7 @@ public final class HyperCloning {
         final int factor;
         private final int[] src; // [grownLen] source index, null for a plain tile
         private final int[] copy; // [grownLen] copy index, null for a plain tile
-        private int[] inverse; // [factor × sourceLen] grown index of (copy, source), built on first use
+        private final int[] inverse; // [factor × sourceLen] grown index of (copy, source), null for a plain tile
 
         private AxisMap(int sourceLen, int factor, int[] src, int[] copy) {
             this.sourceLen = sourceLen;
@@ -584,6 +584,15 @@ public final class HyperCloning {
             this.grownLen = Math.multiplyExact(sourceLen, factor);
             this.src = src;
             this.copy = copy;
+            if (src == null) {
+                this.inverse = null;
+            } else {
+                // Built here, not on first use: worker threads share the map.
+                this.inverse = new int[grownLen];
+                for (int g = 0; g < grownLen; g++) {
+                    inverse[copy[g] * sourceLen + src[g]] = g;
+                }
+            }
         }
 
         static AxisMap identity(int len) {
@@ -685,13 +694,6 @@ public final class HyperCloning {
         int grownIndex(int c, int i) {
             if (src == null) {
                 return c * sourceLen + i;
-            }
-            if (inverse == null) {
-                int[] inv = new int[grownLen];
-                for (int g = 0; g < grownLen; g++) {
-                    inv[copy[g] * sourceLen + src[g]] = g;
-                }
-                inverse = inv;
             }
             return inverse[c * sourceLen + i];
         }
@@ -803,11 +805,17 @@ public final class HyperCloning {
             if (unchanged) {
                 return source.clone();
             }
-            Rows r = new Rows(i -> source, noisePower(source), DType.F32);
+            double power = noise
+                    ? noisePower(sumOfSquares(
+                            source.length,
+                            RowWorkers.CALLER,
+                            (start, dst, len) -> System.arraycopy(source, (int) start, dst, 0, len)))
+                    : 0;
+            Rows r = new Rows(power, DType.F32);
             float[] out = new float[Math.multiplyExact(rows.grownLen, cols.grownLen)];
             float[] row = new float[cols.grownLen];
             for (int i = 0; i < rows.grownLen; i++) {
-                r.row(i, row, sourceRowOffset(i));
+                r.row(i, row, source, sourceRowOffset(i));
                 System.arraycopy(row, 0, out, i * cols.grownLen, cols.grownLen);
             }
             return out;
@@ -815,10 +823,20 @@ public final class HyperCloning {
 
         /**
          * A lazy grown tensor of dtype {@code dtype} over {@code source}: each read computes the grown rows it covers
-         * from the source rows (one row cached), so a writer streams it with memory of a few rows. The source tensor
-         * is returned as it is when nothing changes and the dtype matches.
+         * from the source rows, so a writer streams it with memory of a few rows. The source tensor is returned as it
+         * is when nothing changes and the dtype matches.
          */
         public Tensor tensor(Tensor source, DType dtype) {
+            return tensor(source, dtype, RowWorkers.CALLER);
+        }
+
+        /**
+         * Like {@link #tensor(Tensor, DType)}, with the rows of each read (and the noise power pass) computed by
+         * {@code workers}: a block of at most {@value #BLOCK_BYTES} output bytes is split into contiguous row ranges,
+         * one per thread. Every value is a function of its row and the seed, so the bytes do not depend on the thread
+         * count.
+         */
+        public Tensor tensor(Tensor source, DType dtype, RowWorkers workers) {
             if (!Arrays.equals(source.shape(), sourceShape)) {
                 throw new IllegalArgumentException("tensor '" + source.name() + "' has shape "
                         + Arrays.toString(source.shape()) + "; the plan was made for " + Arrays.toString(sourceShape));
@@ -826,7 +844,7 @@ public final class HyperCloning {
             if (unchanged) {
                 return source.as(dtype);
             }
-            return new GrownTensor(source, dtype);
+            return new GrownTensor(source, dtype, workers);
         }
 
         /** Offset of source row {@code src(i)} in a flat source array. */
@@ -843,15 +861,13 @@ public final class HyperCloning {
             return block / Math.pow(10, snrDb / 10);
         }
 
-        private double noisePower(float[] source) {
-            if (!noise) {
-                return 0;
+        /** The noise power of a weight whose elements' squares sum to {@code sumOfSquares}. */
+        private double noisePower(double sumOfSquares) {
+            long total = 1;
+            for (long d : sourceShape) {
+                total = Math.multiplyExact(total, d);
             }
-            double s = 0;
-            for (float v : source) {
-                s += (double) v * v;
-            }
-            return noisePowerFromMeanSquare(source.length == 0 ? 0 : s / source.length);
+            return noisePowerFromMeanSquare(total == 0 ? 0 : sumOfSquares / total);
         }
 
         /**
@@ -860,46 +876,64 @@ public final class HyperCloning {
          * <p>Along the input copies of a linear weight the f blocks are split so that they sum to the source weight in
          * the output dtype: copies {@code b < f−1} get {@code round(W/f + N_b)}, the last one {@code round(W − Σ
          * others)} (exact whenever representable). With power-of-two f and no noise every block is {@code W/f}
-         * exactly; otherwise (noise, f = 3, bf16) the rounding of one block does not leak into the function. Where the
-         * noise would make the remainder unrepresentable, that element's noise is halved until it is not.
+         * exactly; otherwise (noise, f = 3, bf16) the rounding of one block does not leak into the function. Blocks
+         * are kept on the grid of w's last bit in the output dtype (or of its last non-zero bit): where the noise would
+         * take a block or the remainder beyond 2^p grid steps (p the dtype's significant bits), out of what that grid
+         * can represent, that element's noise is halved until they fit (at most 8 times, then none).
+         *
+         * <p>One instance per thread: it holds scratch arrays.
          */
         private final class Rows {
-            private final IntFunction<float[]> sourceRow; // grown row → array holding its source row
             private final double amplitude; // per-copy noise scale: σ / sqrt(1 − 1/f) × (1/σ_u)
-            private final long nameHash;
+            private final long key; // the noise stream of this weight: CounterRandom.key(seed, name)
             private final DType dtype;
+            private final double significand; // 2^p: whole multiples of w's grid below it are representable
+            private final int gridShift; // w's grid in the output dtype is 2^(exponent bits − 150 + gridShift)
+            private final double recipF; // 1/f when exact (f a power of two), else 0
             private final boolean split;
             private final double[] u = new double[Math.max(rows.factor, cols.factor) + 1];
             private final float[] v = new float[Math.max(rows.factor, cols.factor)];
             private long[] columnKeys;
 
-            Rows(IntFunction<float[]> sourceRow, double noisePower, DType dtype) {
-                this.sourceRow = sourceRow;
+            Rows(double noisePower, DType dtype) {
                 int f = splitAxis == 0 ? rows.factor : splitAxis == 1 ? cols.factor : 1;
                 this.amplitude = noise && f > 1 ? Math.sqrt(noisePower / (1.0 - 1.0 / f)) : 0;
-                this.nameHash = hash(name);
+                this.key = CounterRandom.key(seed, name);
                 this.dtype = dtype;
+                this.significand = dtype == DType.BF16
+                        ? 0x1p8
+                        : dtype == DType.F16 ? 0x1p11 : dtype == DType.F32 ? 0x1p24 : 0; // 0: no fast path
+                this.gridShift = dtype == DType.BF16 ? 16 : dtype == DType.F16 ? 13 : 0;
+                this.recipF = isPowerOfTwo(f) ? 1.0 / f : 0;
                 this.split = splitAxis >= 0 && (amplitude > 0 || !isPowerOfTwo(f));
             }
 
-            /** Fills {@code out[0 .. cols.grownLen)} with grown row {@code i}; {@code base} locates its source row. */
-            void row(int i, float[] out, int base) {
-                float[] srcArr = sourceRow.apply(i);
-                int sr = rows.source(i);
-                int cr = rows.copy(i);
-                values(srcArr, base, out);
+            /**
+             * Fills {@code out[0 .. cols.grownLen)} with grown row {@code i}, whose source row starts at {@code
+             * src[base]}.
+             */
+            void row(int i, float[] out, float[] src, int base) {
                 if (!split) {
+                    values(src, base, out);
                     return;
                 }
+                int sr = rows.source(i);
+                int cr = rows.copy(i);
                 if (splitAxis == 1) {
                     // [out, in]: row = (out copy a, source out index o); columns = (in copy b, source in index):
                     // the f blocks of each source element are made together.
                     int f = cols.factor;
-                    long rowKey = mix(mix(seed ^ nameHash) + ((long) cr << 32 | sr));
-                    for (int in = 0; in < cols.sourceLen; in++) {
-                        split(srcArr[base + in], f, rowKey, in);
+                    long rowKey = CounterRandom.bits(key, (long) cr << 32 | sr);
+                    int len = cols.sourceLen;
+                    boolean tile = cols.isPlainTile();
+                    if (f == 2 && tile && amplitude > 0 && significand > 0) {
+                        halves(src, base, len, rowKey, out);
+                        return;
+                    }
+                    for (int in = 0; in < len; in++) {
+                        split(src[base + in], f, rowKey, in);
                         for (int b = 0; b < f; b++) {
-                            out[cols.grownIndex(b, in)] = v[b];
+                            out[tile ? b * len + in : cols.grownIndex(b, in)] = v[b];
                         }
                     }
                 } else {
@@ -907,18 +941,97 @@ public final class HyperCloning {
                     int f = rows.factor;
                     long[] keys = amplitude > 0 ? columnKeys() : null;
                     for (int j = 0; j < cols.grownLen; j++) {
-                        split(srcArr[base + cols.source(j)], f, keys == null ? 0 : keys[j], sr);
+                        split(src[base + cols.source(j)], f, keys == null ? 0 : keys[j], sr);
                         out[j] = v[cr];
                     }
                 }
             }
 
+            /**
+             * {@link #split} for f = 2 and a plainly tiled input axis, the common case, with the first attempt inlined:
+             * source element {@code in} of the row goes to {@code out[in]} and {@code out[len + in]}.
+             */
+            private void halves(float[] src, int base, int len, long rowKey, float[] out) {
+                double a = amplitude;
+                for (int in = 0; in < len; in++) {
+                    float w = src[base + in];
+                    long bits = CounterRandom.bits(rowKey, in);
+                    double u0 = CounterRandom.uniform(bits);
+                    double u1 = CounterRandom.uniformLow(bits);
+                    double mean = (u0 + u1) * 0.5;
+                    int exponent = (Float.floatToRawIntBits(w) >>> 23) & 0xff;
+                    if (exponent != 0 && exponent != 0xff) {
+                        double share = reciprocal != 0f ? (double) w * reciprocal : (double) w / divisor;
+                        int e = exponent - 150 + gridShift;
+                        if (dtype == DType.F16) {
+                            e = Math.max(e, -24);
+                        }
+                        double grid = Double.longBitsToDouble((long) (e + 1023) << 52);
+                        double inv = Double.longBitsToDouble((long) (1023 - e) << 52);
+                        double k = Math.rint((share + a * (u0 - mean)) * inv);
+                        double rest = w * inv - k;
+                        if (Math.abs(k) < significand && Math.abs(rest) < significand && rest == Math.rint(rest)) {
+                            out[in] = (float) (k * grid);
+                            out[len + in] = (float) (rest * grid);
+                            continue;
+                        }
+                    }
+                    u[0] = u0;
+                    u[1] = u1;
+                    split(w, 2, mean);
+                    out[in] = v[0];
+                    out[len + in] = v[1];
+                }
+            }
+
             /** The f blocks of source element {@code w} (keyed by its row key and input index) into {@code v}. */
             private void split(float w, int f, long rowKey, int in) {
-                double mean = amplitude > 0 ? draw(rowKey, in, f, u) : 0;
-                double share = (double) w / divisor;
+                split(w, f, amplitude > 0 ? draw(rowKey, in, f, u) : 0);
+            }
+
+            /** {@link #split(float, int, long, int)} with the draws in {@code u} and their {@code mean}. */
+            private void split(float w, int f, double mean) {
+                double share = reciprocal != 0f ? (double) w * reciprocal : (double) w / divisor; // same value
                 // Blocks on w's own grid (its ulp in the output dtype) stay representable while they are smaller
                 // than w's binade, and so does the remainder: the f blocks then sum to w exactly.
+                int exponent = (Float.floatToRawIntBits(w) >>> 23) & 0xff;
+                if (significand > 0 && exponent != 0 && exponent != 0xff) {
+                    // ulp(w) of a normal w from its exponent bits, without Math.ulp and divisions
+                    int e = exponent - 150 + gridShift;
+                    // Trailing zero bits of w in the output dtype: w is also on the coarser grid 2^(e + zeros),
+                    // whose blocks may be larger (a second try when the fine grid cannot hold the noise).
+                    int zeros = Math.min(
+                            Integer.numberOfTrailingZeros(Float.floatToRawIntBits(w) >>> gridShift), 23 - gridShift);
+                    if (dtype == DType.F16 && e < -24) {
+                        e = -24;
+                        zeros = 0;
+                    }
+                    double grid = Double.longBitsToDouble((long) (e + 1023) << 52);
+                    double inv = Double.longBitsToDouble((long) (1023 - e) << 52);
+                    double coarse = Double.longBitsToDouble((long) (e + zeros + 1023) << 52);
+                    double coarseInv = Double.longBitsToDouble((long) (1023 - e - zeros) << 52);
+                    // Noise larger than about |w| pushes a block out of w's binade, where the remainder cannot hold
+                    // w's low bits: halve it for this element (at most 8 times, then none), so weights much smaller
+                    // than the noise get less of it. Without noise the blocks are on the grid (w/f rounded).
+                    // Attempts whose largest noise is ≥ 2^(p+1) steps of the coarser grid fail on both grids (that
+                    // block has |k| ≥ 2^(p+1) − 2^(p−1) > 2^p): skip them (the same result as trying them).
+                    double largest = 0;
+                    for (int b = 0; b < f - 1; b++) {
+                        largest = Math.max(largest, Math.abs(amplitude * (u[b] - mean)));
+                    }
+                    double steps = largest * (zeros > 0 ? coarseInv : inv);
+                    int p = Math.getExponent(significand);
+                    int skip = steps >= 2 * significand ? Math.min(8, Math.getExponent(steps) - p) : 0;
+                    double scale = skip < 8 ? Math.scalb(amplitude, -skip) : 0;
+                    for (int attempt = skip + 1; attempt <= 9; attempt++) {
+                        if (onGrid(w, f, share, grid, inv, mean, scale)
+                                || (zeros > 0 && onGrid(w, f, share, coarse, coarseInv, mean, scale))) {
+                            return;
+                        }
+                        scale = attempt < 8 ? scale * 0.5 : 0;
+                    }
+                }
+                // Zero, subnormal or non-finite weights, F64 output: round each block, the remainder last.
                 double grid = ulp(w);
                 double scale = amplitude;
                 for (int attempt = 1; ; attempt++) {
@@ -929,14 +1042,36 @@ public final class HyperCloning {
                         acc += v[b];
                     }
                     v[f - 1] = round(w - acc);
-                    // Sums of a few floats are exact in double. Noise larger than about |w| pushes a block out of
-                    // w's binade, where the remainder cannot hold w's low bits: halve it for this element (at most 8
-                    // times, then none), so weights much smaller than the noise get less of it.
+                    // Sums of a few floats are exact in double; halve the noise while they miss w, as above.
                     if (acc + v[f - 1] == w || scale == 0) {
                         return;
                     }
                     scale = attempt < 8 ? scale * 0.5 : 0;
                 }
+            }
+
+            /**
+             * One attempt of {@link #split} at noise scale {@code scale}: accepted when every block is {@code k·grid}
+             * with a whole {@code |k| < 2^p} (p the dtype's significant bits) and so is the remainder; such values are
+             * representable, so nothing is rounded and the blocks sum to {@code w}. Returns false otherwise.
+             */
+            private boolean onGrid(float w, int f, double share, double grid, double inv, double mean, double scale) {
+                double sum = 0;
+                for (int b = 0; b < f - 1; b++) {
+                    double x = scale > 0 ? share + scale * (u[b] - mean) : share;
+                    double k = Math.rint(x * inv);
+                    if (!(Math.abs(k) < significand)) {
+                        return false;
+                    }
+                    v[b] = (float) (k * grid);
+                    sum += k;
+                }
+                double rest = w * inv - sum; // exact: both are whole numbers below 2^53, or w is off the grid
+                if (!(Math.abs(rest) < significand) || rest != Math.rint(rest)) {
+                    return false;
+                }
+                v[f - 1] = (float) (rest * grid);
+                return true;
             }
 
             /** The spacing of the output dtype's values around {@code w} (0 for zero and non-finite values). */
@@ -977,18 +1112,18 @@ public final class HyperCloning {
              */
             private double draw(long rowKey, int in, int f, double[] u) {
                 int hashes = (f + 1) / 2;
-                long k = rowKey + (long) in * hashes;
+                long k = (long) in * hashes;
                 double mean = 0;
                 for (int h = 0; h < hashes; h++) {
-                    long bits = mix(k + h);
-                    u[2 * h] = uniform(bits);
+                    long bits = CounterRandom.bits(rowKey, k + h);
+                    u[2 * h] = CounterRandom.uniform(bits);
                     mean += u[2 * h];
                     if (2 * h + 1 < f) {
-                        u[2 * h + 1] = uniform(bits << 32);
+                        u[2 * h + 1] = CounterRandom.uniformLow(bits);
                         mean += u[2 * h + 1];
                     }
                 }
-                return mean / f;
+                return recipF != 0 ? mean * recipF : mean / f; // the same value
             }
 
             /** The grown row without noise: {@code W[src(j)] / divisor + offset}. */
@@ -1020,13 +1155,50 @@ public final class HyperCloning {
             /** Per grown column of an {@code [in, out]} weight: the key of its (out copy, out index). */
             private long[] columnKeys() {
                 if (columnKeys == null) {
-                    long base0 = mix(seed ^ nameHash);
                     columnKeys = new long[cols.grownLen];
                     for (int j = 0; j < cols.grownLen; j++) {
-                        columnKeys[j] = mix(base0 + ((long) cols.copy(j) << 32 | cols.source(j)));
+                        columnKeys[j] = CounterRandom.bits(key, (long) cols.copy(j) << 32 | cols.source(j));
                     }
                 }
                 return columnKeys;
+            }
+        }
+
+        /** One thread's share of a grown tensor: its {@link Rows}, a window of decoded source rows, one grown row. */
+        private final class Worker {
+            private final Tensor source;
+            private final Rows rows;
+            private final float[] window; // source rows [windowStart, windowStart + windowRows), decoded
+            private final float[] grown;
+            private int windowStart = -1;
+            private int windowRows;
+
+            Worker(Tensor source, double power, DType dtype) {
+                this.source = source;
+                this.rows = new Rows(power, dtype);
+                int perWindow = Math.max(
+                        1,
+                        Math.min(
+                                HyperCloning.WeightGrowth.this.rows.sourceLen,
+                                WINDOW_FLOATS / Math.max(1, cols.sourceLen)));
+                this.window = new float[Math.multiplyExact(perWindow, cols.sourceLen)];
+                this.grown = new float[cols.grownLen];
+            }
+
+            /** Encodes grown rows {@code [from, to)} into {@code out} at its position. */
+            void encode(int from, int to, DType dtype, ByteBuffer out) {
+                int sourceRows = HyperCloning.WeightGrowth.this.rows.sourceLen;
+                int perWindow = window.length / Math.max(1, cols.sourceLen);
+                for (int i = from; i < to; i++) {
+                    int sr = HyperCloning.WeightGrowth.this.rows.source(i);
+                    if (sr < windowStart || sr >= windowStart + windowRows) {
+                        windowStart = sr;
+                        windowRows = Math.min(perWindow, sourceRows - sr);
+                        source.readFloats((long) sr * cols.sourceLen, window, 0, windowRows * cols.sourceLen);
+                    }
+                    rows.row(i, grown, window, (sr - windowStart) * cols.sourceLen);
+                    TensorOps.encode(dtype, grown, 0, grown.length, out);
+                }
             }
         }
 
@@ -1034,17 +1206,19 @@ public final class HyperCloning {
         private final class GrownTensor implements Tensor {
             private final Tensor source;
             private final DType dtype;
-            private Rows rowMaker;
-            private float[] sourceRowBuf;
-            private int cachedSourceRow = -1;
-            private float[] grownRow;
-            private int cachedGrownRow = -1;
-            private ByteBuffer encoded;
+            private final RowWorkers workers;
+            private final long rowBytes;
+            private Worker[] parts; // one per thread, made on the first read
+            private ByteBuffer block; // encoded grown rows [blockStart, blockEnd)
+            private int blockStart = -1;
+            private int blockEnd = -1;
             private double power = Double.NaN; // noise power, kept across releases
 
-            GrownTensor(Tensor source, DType dtype) {
+            GrownTensor(Tensor source, DType dtype, RowWorkers workers) {
                 this.source = source;
                 this.dtype = dtype;
+                this.workers = workers;
+                this.rowBytes = Math.multiplyExact((long) cols.grownLen, dtype.size());
             }
 
             @Override
@@ -1062,62 +1236,40 @@ public final class HyperCloning {
                 return grownShape;
             }
 
-            private synchronized void init() {
-                if (rowMaker != null) {
+            private void init() {
+                if (parts != null) {
                     return;
                 }
-                if (noise && Double.isNaN(power)) {
-                    long total = source.numel();
-                    float[] buf = new float[(int) Math.min(total, 1 << 20)];
-                    double s = 0;
-                    for (long at = 0; at < total; at += buf.length) {
-                        int len = (int) Math.min(buf.length, total - at);
-                        source.readFloats(at, buf, 0, len);
-                        for (int i = 0; i < len; i++) {
-                            s += (double) buf[i] * buf[i];
-                        }
-                    }
-                    power = noisePowerFromMeanSquare(total == 0 ? 0 : s / total);
+                if (Double.isNaN(power)) {
+                    power = noise
+                            ? noisePower(sumOfSquares(source.numel(), workers, (start, dst, len) -> {
+                                source.readFloats(start, dst, 0, len);
+                            }))
+                            : 0;
                 }
-                if (!noise) {
-                    power = 0;
-                }
-                sourceRowBuf = new float[cols.sourceLen];
-                grownRow = new float[cols.grownLen];
-                encoded = ByteBuffer.allocate(Math.multiplyExact(cols.grownLen, dtype.size()))
+                parts = new Worker[workers.threads()];
+                int blockRows = (int) Math.max(1, Math.min(rows.grownLen, BLOCK_BYTES / Math.max(1, rowBytes)));
+                block = ByteBuffer.allocate(Math.toIntExact(blockRows * rowBytes))
                         .order(ByteOrder.LITTLE_ENDIAN);
-                rowMaker = new Rows(
-                        i -> {
-                            int sr = rows.source(i);
-                            if (sr != cachedSourceRow) {
-                                source.readFloats((long) sr * cols.sourceLen, sourceRowBuf, 0, cols.sourceLen);
-                                cachedSourceRow = sr;
-                            }
-                            return sourceRowBuf;
-                        },
-                        power,
-                        dtype);
             }
 
             @Override
             public synchronized void readBytes(long byteOffset, ByteBuffer dst) {
                 init();
-                long rowBytes = (long) cols.grownLen * dtype.size();
                 long total = rowBytes * rows.grownLen;
+                int blockRows = (int) (block.capacity() / rowBytes);
                 long at = byteOffset;
                 while (dst.hasRemaining() && at < total) {
                     int r = Math.toIntExact(at / rowBytes);
-                    if (r != cachedGrownRow) {
-                        rowMaker.row(r, grownRow, 0);
-                        encoded.clear();
-                        TensorOps.encode(dtype, grownRow, 0, grownRow.length, encoded);
-                        encoded.flip();
-                        cachedGrownRow = r;
+                    if (r < blockStart || r >= blockEnd) {
+                        long end = Math.min(total, at + dst.remaining());
+                        int last = Math.toIntExact((end + rowBytes - 1) / rowBytes);
+                        compute(r, Math.max(1, Math.min(blockRows, last - r)));
                     }
-                    int inRow = (int) (at - r * rowBytes);
-                    int len = (int) Math.min(dst.remaining(), rowBytes - inRow);
-                    ByteBuffer slice = encoded.duplicate();
-                    slice.position(inRow).limit(inRow + len);
+                    long inBlock = at - blockStart * rowBytes;
+                    int len = (int) Math.min(dst.remaining(), (blockEnd - blockStart) * rowBytes - inBlock);
+                    ByteBuffer slice = block.duplicate();
+                    slice.position((int) inBlock).limit((int) inBlock + len);
                     dst.put(slice);
                     at += len;
                 }
@@ -1126,43 +1278,89 @@ public final class HyperCloning {
                 }
             }
 
+            /** Computes grown rows {@code [r0, r0 + count)} into {@link #block}, split among the workers. */
+            private void compute(int r0, int count) {
+                int n = Math.min(parts.length, count);
+                workers.run(n, p -> {
+                    int from = r0 + (int) ((long) count * p / n);
+                    int to = r0 + (int) ((long) count * (p + 1) / n);
+                    if (parts[p] == null) {
+                        parts[p] = new Worker(source, power, dtype);
+                    }
+                    ByteBuffer out = block.duplicate().order(ByteOrder.LITTLE_ENDIAN);
+                    out.position((int) ((from - r0) * rowBytes));
+                    parts[p].encode(from, to, dtype, out);
+                });
+                blockStart = r0;
+                blockEnd = r0 + count;
+            }
+
             /** Drops the row buffers; a later read recomputes them. */
             private void release() {
-                rowMaker = null;
-                sourceRowBuf = null;
-                grownRow = null;
-                encoded = null;
-                cachedSourceRow = -1;
-                cachedGrownRow = -1;
+                parts = null;
+                block = null;
+                blockStart = -1;
+                blockEnd = -1;
             }
         }
     }
 
-    static long hash(String s) {
-        long h = 0x9E3779B97F4A7C15L;
-        for (byte b : s.getBytes(StandardCharsets.UTF_8)) {
-            h = mix(h ^ (b & 0xff));
+    /** Output bytes computed per block of a grown tensor's rows (split among the threads). */
+    static final int BLOCK_BYTES = 4 << 20;
+
+    /** Source elements decoded per read of a worker's window of source rows. */
+    private static final int WINDOW_FLOATS = 1 << 16;
+
+    /** Elements per partial sum of the noise power pass: the order of the sum does not depend on the threads. */
+    private static final int POWER_CHUNK = 1 << 16;
+
+    /** Reads elements {@code [start, start + len)} of a weight as float32 into {@code dst[0 .. len)}. */
+    private interface FloatReader {
+        void read(long start, float[] dst, int len);
+    }
+
+    /**
+     * Σ v² over {@code total} elements, as fixed chunks of {@value #POWER_CHUNK} (each with four interleaved partial
+     * sums) added in order: the same double for any thread count.
+     */
+    static double sumOfSquares(long total, RowWorkers workers, FloatReader reader) {
+        int chunks = Math.toIntExact((total + POWER_CHUNK - 1) / POWER_CHUNK);
+        double[] partial = new double[chunks];
+        int n = Math.max(1, Math.min(workers.threads(), chunks));
+        workers.run(n, p -> {
+            float[] buf = new float[(int) Math.min(POWER_CHUNK, total)];
+            int from = (int) ((long) chunks * p / n);
+            int to = (int) ((long) chunks * (p + 1) / n);
+            for (int c = from; c < to; c++) {
+                long start = (long) c * POWER_CHUNK;
+                int len = (int) Math.min(POWER_CHUNK, total - start);
+                reader.read(start, buf, len);
+                double s0 = 0;
+                double s1 = 0;
+                double s2 = 0;
+                double s3 = 0;
+                int i = 0;
+                for (; i + 3 < len; i += 4) {
+                    s0 += (double) buf[i] * buf[i];
+                    s1 += (double) buf[i + 1] * buf[i + 1];
+                    s2 += (double) buf[i + 2] * buf[i + 2];
+                    s3 += (double) buf[i + 3] * buf[i + 3];
+                }
+                for (; i < len; i++) {
+                    s0 += (double) buf[i] * buf[i];
+                }
+                partial[c] = (s0 + s1) + (s2 + s3);
+            }
+        });
+        double s = 0;
+        for (double v : partial) {
+            s += v;
         }
-        return h;
+        return s;
     }
 
     static boolean isPowerOfTwo(float f) {
         int bits = Float.floatToRawIntBits(f);
         return f > 0 && Float.isFinite(f) && (bits & 0x007fffff) == 0 && (bits & 0x7f800000) != 0;
     }
-
-    /** SplitMix64's finaliser. */
-    static long mix(long z) {
-        z += 0x9E3779B97F4A7C15L;
-        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
-        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
-        return z ^ (z >>> 31);
-    }
-
-    /** A uniform value of unit variance in [−√3, √3) from the top 24 bits. */
-    static double uniform(long bits) {
-        return ((bits >>> 40) * 0x1.0p-23 - 1) * SQRT3;
-    }
-
-    private static final double SQRT3 = Math.sqrt(3);
 }

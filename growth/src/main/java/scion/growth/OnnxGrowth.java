@@ -52,6 +52,15 @@ public final class OnnxGrowth {
 
     /** Plans the growth of {@code model} (an ONNX model): weights on specs, then the graph's shape constants. */
     public static Plan plan(Model model, HyperCloning.Params params) {
+        return plan(model, params, 1);
+    }
+
+    /**
+     * Like {@link #plan(Model, HyperCloning.Params)}, with the grown weights computed by {@code threads} threads when
+     * they are written (the bytes do not depend on the count).
+     */
+    public static Plan plan(Model model, HyperCloning.Params params, int threads) {
+        RowWorkers workers = RowWorkers.of(threads);
         OnnxModel onnx = model.onnx()
                 .orElseThrow(() -> new IllegalArgumentException(
                         model.location() + " is not an ONNX model; safetensors go through the safetensors pipeline"));
@@ -71,7 +80,7 @@ public final class OnnxGrowth {
             HyperCloning.WeightGrowth g = width.grow(w);
             if (!g.isUnchanged()) {
                 replacements.put(
-                        w.tensor().name(), g.tensor(w.tensor(), w.tensor().dtype()));
+                        w.tensor().name(), g.tensor(w.tensor(), w.tensor().dtype(), workers));
                 grown++;
             }
         }

@@ -227,6 +227,68 @@ class HyperCloningTest {
         }
     }
 
+    /**
+     * A bf16 weight whose grown bytes (12 MiB) span several row blocks: the same bytes for 1, 2 and 4 threads and for
+     * reads in one piece, in the writer's 4 MiB chunks and in odd pieces; the input copies of each element sum to the
+     * source weight exactly, and the noise has the stated power (20 dB, within 0.3 dB); an f32 grown tensor read
+     * with 3 threads equals {@link WeightGrowth#apply}.
+     */
+    @Test
+    void sameBytesForAnyThreadCountAndReadPattern() {
+        Architecture a = arch("llama");
+        int ffn = 1024;
+        int hidden = 1536;
+        Dims d = new Dims(hidden, 1, 12, 12, 128, ffn, 10, 0, 0, false);
+        Plan plan = HyperCloning.plan(a, d, Params.withNoise(2, 2, 11), true);
+        WeightGrowth up = plan.grow(spec(a, Role.MLP_UP, false), false, "up", new long[] {ffn, hidden});
+        float[] v = random(new Random(12), ffn * hidden);
+        for (int i = 0; i < v.length; i++) {
+            v[i] *= 0.02f;
+        }
+        Tensor src = BufferTensor.encode("up", DType.BF16, new long[] {ffn, hidden}, v);
+        float[] w = src.toFloats();
+        byte[] reference = null;
+        int[][] patterns = {{Integer.MAX_VALUE}, {4 << 20}, {1 << 20, 3_000_007, 77}};
+        for (int threads : new int[] {1, 2, 4}) {
+            for (int[] pattern : patterns) {
+                Tensor t = up.tensor(src, DType.BF16, RowWorkers.of(threads));
+                byte[] bytes = new byte[(int) t.byteSize()];
+                int at = 0;
+                for (int k = 0; at < bytes.length; k++) {
+                    int len = Math.min(pattern[k % pattern.length], bytes.length - at);
+                    ByteBuffer part = ByteBuffer.wrap(bytes, at, len);
+                    t.readBytes(at, part);
+                    assertEquals(0, part.remaining(), "read filled");
+                    at += len;
+                }
+                if (reference == null) {
+                    reference = bytes;
+                } else {
+                    assertArrayEquals(reference, bytes, threads + " threads, reads of " + pattern[0] + " bytes");
+                }
+            }
+        }
+        assertEquals(2L * ffn * 2 * hidden * 2, reference.length);
+        ByteBuffer b = ByteBuffer.wrap(reference).order(ByteOrder.LITTLE_ENDIAN);
+        double noise = 0;
+        double signal = 0;
+        for (int r = 0; r < 2 * ffn; r++) {
+            for (int i = 0; i < hidden; i++) {
+                float b0 = Float.intBitsToFloat((b.getShort((r * 2 * hidden + i) * 2) & 0xffff) << 16);
+                float b1 = Float.intBitsToFloat((b.getShort((r * 2 * hidden + hidden + i) * 2) & 0xffff) << 16);
+                float source = w[(r % ffn) * hidden + i];
+                assertEquals(source, (double) b0 + b1, 0.0, "copies sum to W at (" + r + ", " + i + ")");
+                double half = source / 2.0;
+                noise += (b0 - half) * (b0 - half);
+                signal += half * half;
+            }
+        }
+        assertEquals(20, 10 * Math.log10(signal / noise), 0.3, "SNR in dB");
+        Tensor f32 = BufferTensor.ofFloats("up", new long[] {ffn, hidden}, w);
+        assertArrayEquals(
+                up.apply(w), up.tensor(f32, DType.F32, RowWorkers.of(3)).toFloats());
+    }
+
     @Test
     void sameSeedSameNoiseAndTheLazyTensorEqualsApply() {
         Architecture a = arch("llama");

@@ -163,6 +163,45 @@ class HyperCloningCliTest {
         assertEquals(Files.readString(a.resolve("config.json")), Files.readString(b.resolve("config.json")));
     }
 
+    /**
+     * {@code --threads} changes nothing but the speed: the trained bf16 llama ([out, in] weights) and gpt2 ([in, out]
+     * Conv1D weights, f32), grown with the default noise, give the same files for 1, 2 and 4 threads, provenance
+     * included.
+     */
+    @Test
+    void sameBytesForAnyThreadCount() throws Exception {
+        for (Path src : List.of(Fixtures.trainedLm(), Fixtures.hf("gpt2"))) {
+            String name = src.getFileName().toString();
+            Path one = HyperCloningEquivalenceTest.grow(
+                    src, tmp.resolve(name + "-t1/out"), "--width", "2", "--ffn", "3", "--threads", "1");
+            byte[] expected = Files.readAllBytes(one.resolve("model.safetensors"));
+            for (String threads : List.of("2", "4")) {
+                Path out = HyperCloningEquivalenceTest.grow(
+                        src,
+                        tmp.resolve(name + "-t" + threads + "/out"),
+                        "--width",
+                        "2",
+                        "--ffn",
+                        "3",
+                        "--threads",
+                        threads);
+                assertArrayEquals(
+                        expected, Files.readAllBytes(out.resolve("model.safetensors")), name + ", " + threads);
+            }
+        }
+        CliRun bad = CliRun.of(
+                "grow",
+                Fixtures.hf("llama").toString(),
+                tmp.resolve("bad").toString(),
+                "--width",
+                "2",
+                "--threads",
+                "0");
+        assertEquals(3, bad.code(), bad.toString());
+        assertTrue(bad.err().contains("--threads"), bad.err());
+        assertFalse(Files.exists(tmp.resolve("bad")));
+    }
+
     @Test
     void existingOutputIsRefusedWithoutForce() throws IOException {
         Path out = tmp.resolve("exists");
