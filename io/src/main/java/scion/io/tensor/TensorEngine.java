@@ -11,7 +11,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Consumer;
 import java.util.function.IntFunction;
-import scion.io.UnavailableException;
+import scion.io.ResourceException;
 
 /**
  * The one tensor engine: a pool of worker threads and a chunk budget, shared by the operators that produce tensors in
@@ -126,12 +126,12 @@ public final class TensorEngine implements AutoCloseable {
      * @param what what needs the memory, e.g. {@code tensor 'model.embed_tokens.weight' (merge ties)}
      * @param peakBytes the planned peak
      * @param perThread whether the peak grows with the thread count (then fewer threads is a remedy too)
-     * @throws UnavailableException naming {@code what}, the peak, the heap and the remedies
+     * @throws ResourceException naming {@code what}, the peak, the heap and the remedies
      */
     public void checkFits(String what, long peakBytes, boolean perThread) {
         long budget = heapBudget();
         if (peakBytes > budget) {
-            throw new UnavailableException(what + ": needs " + mib(peakBytes) + " of memory at once; the heap allows "
+            throw new ResourceException(what + ": needs " + mib(peakBytes) + " of memory at once; the heap allows "
                     + mib(Math.max(0, budget)) + " (maximum heap "
                     + mib(Runtime.getRuntime().maxMemory())
                     + "); give Java more with SCION_JAVA_OPTS=-Xmx" + suggestedHeapGiB(peakBytes) + "g"

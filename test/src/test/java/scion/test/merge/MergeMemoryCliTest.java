@@ -27,7 +27,7 @@ import scion.test.Fixtures;
  * Merges whose largest tensor does not fit the heap, in a child JVM with {@code -Xmx256m}: three llama checkpoints
  * with a 1,048,576 × 64 bf16 embedding and head (256 MiB each in float32, so a whole-tensor merge of three needs
  * about 1 GiB). A block-wise method (linear) runs within the heap and its values are right; a whole-tensor method
- * (arcee_fusion) is refused before anything is written, in one line that names the tensor and the remedy, with exit code 5.
+ * (arcee_fusion) is refused before anything is written, in one line that names the tensor and the remedy, with exit code 6 (a resource the machine refused).
  */
 class MergeMemoryCliTest {
     static final long VOCAB = 1 << 20;
@@ -129,7 +129,7 @@ class MergeMemoryCliTest {
         args.add(models.get(1).toString());
         args.add(out.toString());
         String[] r = finish(run(args));
-        assertEquals("5", r[0], String.join("\n", r));
+        assertEquals("6", r[0], String.join("\n", r));
         String err = r[2].strip();
         assertEquals(1, err.lines().count(), err);
         assertTrue(
