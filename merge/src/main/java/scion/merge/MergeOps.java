@@ -53,81 +53,17 @@ public final class MergeOps {
 
     /**
      * Keeps the elements whose ascending rank by {@code |x|} lies in {@code [lo, hi)} and zeroes the others, in place.
-     * Ranks order by magnitude, then by index (a stable sort); O(n) with two selections.
+     * Ranks order by magnitude, then by index (a stable sort): the whole array as one block of {@link RankSelect}.
      */
     public static void keepMagnitudeRanks(float[] x, int lo, int hi) {
-        int n = x.length;
-        if (lo <= 0 && hi >= n) {
-            return;
+        RankSelect r = new RankSelect(x.length, Math.max(0, lo), Math.min(x.length, hi));
+        if (!r.keepsAll() && hi > lo) {
+            r.addHigh(RankSelect.highPartial(x));
+            r.endHigh();
+            r.addLow(r.lowPartial(x));
+            r.endLow();
         }
-        if (hi <= lo) {
-            Arrays.fill(x, 0f);
-            return;
-        }
-        // Elements of rank < lo: all below tLo, plus the first (lo - below) equal to it in index order.
-        float tLo = lo > 0 ? magnitudeAtRank(x, lo) : Float.NEGATIVE_INFINITY;
-        float tHi = hi < n ? magnitudeAtRank(x, hi - 1) : Float.POSITIVE_INFINITY;
-        int belowLo = 0;
-        int belowHi = 0;
-        for (int i = 0; i < n; i++) {
-            float a = Math.abs(x[i]);
-            if (a < tLo) {
-                belowLo++;
-            }
-            if (a < tHi) {
-                belowHi++;
-            }
-        }
-        int dropEqualLo = lo - belowLo; // how many elements equal to tLo have rank < lo
-        int keepEqualHi = hi - belowHi; // how many elements equal to tHi have rank < hi
-        int seenLo = 0;
-        int seenHi = 0;
-        for (int i = 0; i < n; i++) {
-            float a = Math.abs(x[i]);
-            boolean keep = a > tLo && a < tHi;
-            if (a == tLo && a == tHi) {
-                keep = seenLo >= dropEqualLo && seenHi < keepEqualHi;
-                seenLo++;
-                seenHi++;
-            } else if (a == tLo) {
-                keep = seenLo >= dropEqualLo && a < tHi;
-                seenLo++;
-            } else if (a == tHi) {
-                keep = seenHi < keepEqualHi && a > tLo;
-                seenHi++;
-            }
-            if (!keep) {
-                x[i] = 0f;
-            }
-        }
-    }
-
-    /**
-     * The {@code |x|} of ascending rank {@code k} (0-based) among {@code |x[i]|}: a two-pass radix select on the bits
-     * of the magnitudes (non-negative floats order as their bit patterns), 16 bits per pass, no copy of {@code x}.
-     */
-    static float magnitudeAtRank(float[] x, int k) {
-        int[] hist = new int[1 << 16];
-        for (float v : x) {
-            hist[(Float.floatToRawIntBits(v) & 0x7fffffff) >>> 16]++;
-        }
-        int hiBucket = 0;
-        int before = 0;
-        while (before + hist[hiBucket] <= k) {
-            before += hist[hiBucket++];
-        }
-        java.util.Arrays.fill(hist, 0);
-        for (float v : x) {
-            int b = Float.floatToRawIntBits(v) & 0x7fffffff;
-            if (b >>> 16 == hiBucket) {
-                hist[b & 0xffff]++;
-            }
-        }
-        int lo = 0;
-        while (before + hist[lo] <= k) {
-            before += hist[lo++];
-        }
-        return Float.intBitsToFloat((hiBucket << 16) | lo);
+        r.keep(x, 0);
     }
 
     /** Ascending ranks (0-based, ties by index) of {@code |x[off..off+n)|}. */

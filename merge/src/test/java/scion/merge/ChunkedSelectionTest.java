@@ -12,8 +12,8 @@ import org.junit.jupiter.api.Test;
 /**
  * Magnitude selection in blocks on task vectors full of equal magnitudes (as bf16 fine-tunes give): TIES and
  * breadcrumbs run block by block with many statistics blocks equal the old whole-tensor selection (a stable sort by
- * magnitude, ties by index: {@link MergeOps#keepMagnitudeRanks}) exactly, so the count of equal elements before each
- * block is carried right.
+ * magnitude, ties by index, computed here by sorting) exactly, so the count of equal elements before each block is
+ * carried right.
  */
 class ChunkedSelectionTest {
     static final int ROWS = 48;
@@ -62,7 +62,7 @@ class ChunkedSelectionTest {
         for (int k = 0; k < m; k++) {
             float[] d = values.get(k).clone();
             MergeOps.subInPlace(d, base);
-            MergeOps.keepMagnitudeRanks(d, (int) ranks[k][0], (int) ranks[k][1]);
+            stableKeep(d, (int) ranks[k][0], (int) ranks[k][1]);
             for (int i = 0; i < N; i++) {
                 d[i] *= w[k];
             }
@@ -93,6 +93,24 @@ class ChunkedSelectionTest {
             out[i] = base[i] + mixed;
         }
         return out;
+    }
+
+    /** Zeroes the elements outside ascending ranks {@code [lo, hi)} by |x|, ties by index: a stable sort. */
+    static void stableKeep(float[] d, int lo, int hi) {
+        Integer[] idx = new Integer[d.length];
+        for (int i = 0; i < d.length; i++) {
+            idx[i] = i;
+        }
+        java.util.Arrays.sort(idx, (a, b) -> Float.compare(Math.abs(d[a]), Math.abs(d[b]))); // stable
+        boolean[] keep = new boolean[d.length];
+        for (int r = Math.max(0, lo); r < Math.min(d.length, hi); r++) {
+            keep[idx[r]] = true;
+        }
+        for (int i = 0; i < d.length; i++) {
+            if (!keep[i]) {
+                d[i] = 0f;
+            }
+        }
     }
 
     @Test
