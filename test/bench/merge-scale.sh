@@ -15,6 +15,7 @@
 #   BENCH_DIR     where the data goes (default /var/tmp); everything is deleted at exit
 #   DATA          a folder for the generated checkpoints, kept between runs (m1..mN generated there when missing)
 #   GENERATE_ONLY=1  generate the checkpoints (into DATA) and stop
+#   PEER=0        skip the peer
 #   SCION_THREADS --threads for scion (default: all cores)   SCION_JAVA_OPTS as for ./scion (default: its own)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -96,7 +97,7 @@ for m in "${METHODS[@]}"; do
   WALL[$m]=$(seconds "$WORK/t"); RSS[$m]=$(rss_mib "$WORK/t")
   echo "   ${WALL[$m]} s, peak RSS ${RSS[$m]} MiB, ${STATUS[$m]}"
   rm -rf "$OUT"
-  if { [ "$m" = linear ] || [ "$m" = ties ]; } && "$PEER_PYTHON" -c "import torch, safetensors" 2>/dev/null; then
+  if [ "${PEER:-1}" = 1 ] && { [ "$m" = linear ] || [ "$m" = ties ]; } && "$PEER_PYTHON" -c "import torch, safetensors" 2>/dev/null; then
     sync; st_drop_caches || true
     peer_in=("${M[@]}"); [ "$m" = ties ] && peer_in=("$B" "$A" ${C:+"$C"})
     echo "== peer merge_peer.py $m"
