@@ -212,8 +212,9 @@ public final class Merger {
     }
 
     /**
-     * The peak heap of one output tensor: blocks in flight (statistics or output) for a block-wise merge; every input,
-     * the output and its encoding for a whole one (importance arrays included).
+     * The peak heap of one output tensor: blocks in flight (statistics or output) with their histograms for a
+     * block-wise merge; every input and the output in float32 for a whole one (importance arrays included; the
+     * encoding is written as it is read).
      */
     public long peakBytes(Job job) {
         long numel = numel(job.shape());
@@ -254,7 +255,7 @@ public final class Merger {
         }
     }
 
-    /** Reads elements {@code [start, start + length)} of every input of {@code job} as a block. */
+    /** Reads rows {@code [row0, row0 + rows)} of every input of {@code job} (and of its base) as a block. */
     private ChunkedMerge.Block readBlock(Job job, long row0, int rows, long rowLength) {
         long start = row0 * rowLength;
         int length = Math.toIntExact(rows * rowLength);
