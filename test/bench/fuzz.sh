@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes one ParserFuzzTest target with Jazzer for N inputs (libFuzzer -runs=N; each target stops after 1 h at most).
+# Fuzzes one ParserFuzzTest target with Jazzer for N inputs (libFuzzer -runs=N), stopping after 3 minutes at most (maxDuration
+# of the @FuzzTest; a further run resumes from the inputs the last one kept, so runs add up).
 #   test/bench/fuzz.sh TARGET N
 # TARGET: safetensorsFile | safetensorsIndex | configJson | mergeYaml | onnxModel
 # Inputs that add coverage go to .cifuzz-corpus/scion.test.fuzz.ParserFuzzTest/TARGET/ (not committed); a crashing input
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/../.."
 log=$(mktemp)
 set +e
 JAZZER_FUZZ=1 mvn -B -pl test -am verify -Dspotless.check.skip=true -Djacoco.skip=true \
-  -Dtest="ParserFuzzTest#$target" -Dsurefire.failIfNoSpecifiedTests=false \
+  -Djazzer.instrumentation_includes="scion.**" -Dtest="ParserFuzzTest#$target" -Dsurefire.failIfNoSpecifiedTests=false \
   -Djazzer.internal.arg.0=fuzz -Djazzer.internal.arg.1=-runs="$runs" -Djazzer.internal.arg.2=-timeout=10 \
   >"$log" 2>&1
 rc=$?

@@ -24,7 +24,7 @@ class ParserFuzzTest {
     /** Valid tensor data is read only up to this many elements per tensor, so a fuzz run stays fast. */
     private static final int READ_LIMIT = 64;
 
-    @FuzzTest(maxDuration = "1h")
+    @FuzzTest(maxDuration = "3m")
     void safetensorsFile(byte[] bytes) throws IOException {
         Path file = folder("safetensorsFile").resolve("model.safetensors");
         Files.write(file, bytes);
@@ -32,7 +32,7 @@ class ParserFuzzTest {
     }
 
     /** The bytes are a {@code model.safetensors.index.json} beside two valid one-tensor shards. */
-    @FuzzTest(maxDuration = "1h")
+    @FuzzTest(maxDuration = "3m")
     void safetensorsIndex(byte[] bytes) throws IOException {
         Path dir = folder("safetensorsIndex");
         Path one = dir.resolve("model-00001-of-00002.safetensors");
@@ -46,7 +46,7 @@ class ParserFuzzTest {
     }
 
     /** config.json: parsed, then every known field read the way the operators read it. */
-    @FuzzTest(maxDuration = "1h")
+    @FuzzTest(maxDuration = "3m")
     void configJson(byte[] bytes) throws IOException {
         Path file = folder("configJson").resolve("config.json");
         Files.write(file, bytes);
@@ -63,7 +63,7 @@ class ParserFuzzTest {
     }
 
     /** A merge YAML (one document) given as text. */
-    @FuzzTest(maxDuration = "1h")
+    @FuzzTest(maxDuration = "3m")
     void mergeYaml(byte[] bytes) throws IOException {
         Path file = folder("mergeYaml").resolve("merge.yaml");
         Files.write(file, bytes);
@@ -71,7 +71,7 @@ class ParserFuzzTest {
     }
 
     /** An ONNX model whose external-data references point at a valid 64-byte {@code model.onnx.data}. */
-    @FuzzTest(maxDuration = "1h")
+    @FuzzTest(maxDuration = "3m")
     void onnxModel(byte[] bytes) throws IOException {
         Path dir = folder("onnxModel");
         Path file = dir.resolve("model.onnx");
