@@ -18,8 +18,39 @@ public class InvalidInputException extends RuntimeException {
         super(message, cause);
     }
 
-    /** Builds the standard message {@code <where>: <what>; expected <expected>, found <found>}. */
+    /**
+     * Builds the standard message {@code <where>: <what>; expected <expected>, found <found>}, on one line: control
+     * characters quoted from the input are escaped.
+     */
     public static InvalidInputException of(String where, String what, Object expected, Object found) {
-        return new InvalidInputException(where + ": " + what + "; expected " + expected + ", found " + found);
+        return new InvalidInputException(oneLine(where + ": " + what + "; expected " + expected + ", found " + found));
+    }
+
+    /**
+     * The message kept to one line: names and values quoted from a file (a tensor name, a shard path, a YAML scalar)
+     * may hold line breaks or other control characters, which are written as Java escapes (a backslash and n,
+     * a backslash, u and four hex digits).
+     */
+    static String oneLine(String message) {
+        if (message == null || message.chars().noneMatch(Character::isISOControl)) {
+            return message;
+        }
+        StringBuilder b = new StringBuilder(message.length() + 16);
+        for (int i = 0; i < message.length(); i++) {
+            char c = message.charAt(i);
+            switch (c) {
+                case '\n' -> b.append("\\n");
+                case '\r' -> b.append("\\r");
+                case '\t' -> b.append("\\t");
+                default -> {
+                    if (Character.isISOControl(c)) {
+                        b.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        b.append(c);
+                    }
+                }
+            }
+        }
+        return b.toString();
     }
 }
