@@ -75,13 +75,16 @@ public record MergeConfig(
 
     /** Reads a YAML file. */
     public static MergeConfig read(Path file) {
-        String text;
+        return parse(readText(file), file);
+    }
+
+    /** A config file's text, or an error naming the file. */
+    static String readText(Path file) {
         try {
-            text = Files.readString(file);
+            return Files.readString(file);
         } catch (IOException e) {
             throw InvalidInputException.of(file.toString(), "cannot read the config", "a readable YAML file", e);
         }
-        return parse(text, file);
     }
 
     /**

@@ -1,7 +1,6 @@
 package scion.merge;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -47,13 +46,7 @@ public record MergeStages(List<Stage> stages, Path where) {
 
     /** Reads a YAML file of one or more documents. */
     public static MergeStages read(Path file) {
-        String text;
-        try {
-            text = Files.readString(file);
-        } catch (IOException e) {
-            throw InvalidInputException.of(file.toString(), "cannot read the config", "a readable YAML file", e);
-        }
-        return parse(text, file);
+        return parse(MergeConfig.readText(file), file);
     }
 
     /** Parses YAML text of one or more documents; {@code where} names it (and anchors relative model paths). */
